@@ -1,0 +1,106 @@
+"""`framefarm render`: flags -> job-contract variables -> a runner, with progress and a summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from framefarm import config
+from framefarm.cli import check_output_path
+from framefarm.errors import UserError
+from framefarm.joblog import open_joblog
+from framefarm.progress import ProgressDisplay
+from framefarm.runners import Progress, RunRequest, RunResult, open_runner
+from framefarm.storage import open_storage
+
+
+def _sketch_location(sketch: str) -> str:
+    """A file sketch as an absolute path (checked now, before anything runs); else as given."""
+    looks_like_module = ":" in sketch and not sketch.endswith(".py") and "://" not in sketch
+    if looks_like_module or "://" in sketch:
+        return sketch
+    path = Path(sketch).expanduser()
+    if not path.is_file():
+        raise UserError(f"sketch not found: {sketch} (give the path of a .py file with render(ctx))")
+    return str(path.resolve())
+
+
+def contract_env(args: argparse.Namespace, *, storage_url: str, joblog_url: str,
+                 output: Path) -> dict[str, str]:
+    """The job contract for this run, from the flags."""
+    env = {
+        config.SKETCH: _sketch_location(args.sketch),
+        config.STORAGE: storage_url,
+        config.JOBLOG: joblog_url,
+        config.OUTPUT: str(output),
+    }
+    optional = {
+        config.RUN_ID: args.run_id, config.TOTAL_FRAMES: args.frames,
+        config.FRAMES_PER_RENDER_JOB: args.per_job, config.FPS: args.fps,
+        config.WIDTH: args.size[0] if args.size else None,
+        config.HEIGHT: args.size[1] if args.size else None,
+        config.CRF: args.crf, config.PRESET: args.preset,
+        config.KEEP_FRAMES: "1" if args.keep_frames else None,
+    }
+    env.update({name: str(value) for name, value in optional.items() if value is not None})
+    return env
+
+
+def render_command(args: argparse.Namespace) -> int:
+    """Run `framefarm render`; returns the exit code."""
+    began = time.perf_counter()
+    output = check_output_path(args.output)
+    storage = open_storage(str(config.resolve(args.storage, config.STORAGE,
+                                              config.default_storage_url())))
+    joblog = open_joblog(str(config.resolve(args.joblog, config.JOBLOG,
+                                            config.default_joblog_url())))
+    if args.runner == "local" and "memory://" in (storage.url + joblog.url):
+        raise UserError("memory:// storage and job logs live in one process; local worker "
+                        "processes cannot share them: use file:// and sqlite:/// (the defaults)")
+    env = contract_env(args, storage_url=storage.url, joblog_url=joblog.url, output=output)
+    runner = open_runner(args.runner, workers=args.workers)
+    display: ProgressDisplay | None = None
+
+    def on_progress(progress: Progress) -> None:
+        nonlocal display
+        if display is None:
+            display = ProgressDisplay(progress.total_frames)
+        display.update(progress.frames_done)
+
+    result = runner.run(RunRequest(env=env), on_progress=on_progress)
+    if display is not None:
+        display.finish()
+    if not result.succeeded:
+        return _report_failure(result, joblog_url=joblog.url)
+    size = output.stat().st_size
+    frames = result.plan.result["total_frames"] if result.plan else 0
+    print(f"run {result.run_id}: {frames} frames in {time.perf_counter() - began:.1f} s -> "
+          f"{output} ({_human_bytes(size)})")
+    return 0
+
+
+def _report_failure(result: RunResult, *, joblog_url: str) -> int:
+    first = result.failures[0] if result.failures else None
+    renders = [f for f in result.failures if f.job.startswith("render")]
+    if renders:
+        head = (f"run {result.run_id} FAILED: {len(renders)} render job(s) failed; the other "
+                f"chunks finished and their segments are kept in storage")
+    else:
+        head = f"run {result.run_id} FAILED in {first.job if first else 'a job'}"
+    print(f"framefarm: {head}", file=sys.stderr)
+    if first is not None:
+        print(first.error, file=sys.stderr)
+    print(f"framefarm: see `framefarm status {result.run_id} --joblog {joblog_url}`",
+          file=sys.stderr)
+    return first.exit_code if first is not None and first.exit_code else 1
+
+
+def _human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"

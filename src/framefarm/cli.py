@@ -1,0 +1,178 @@
+"""The `framefarm` command: parse flags into the job contract, hand it to a runner, report.
+
+No business logic lives here: flags become job-contract variables, the runner runs the jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from framefarm import config
+from framefarm.errors import UserError
+
+_SIZE_HELP = "frame size as WIDTHxHEIGHT, both even (default: the sketch's WIDTH/HEIGHT, else 1280x720)"
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number above 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
+    return value
+
+
+def frame_size(text: str) -> tuple[int, int]:
+    """argparse type: WIDTHxHEIGHT with positive, even numbers."""
+    parts = text.lower().split("x")
+    try:
+        width, height = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: use WIDTHxHEIGHT, e.g. 1280x720") from None
+    if width <= 0 or height <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be above 0")
+    if width % 2 or height % 2:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: H.264 in yuv420p needs an even width and height, "
+            f"e.g. {width + width % 2}x{height + height % 2}")
+    return width, height
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad input as one line and exit code 2 (its usage goes to --help)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, every sub-command and flag."""
+    parser = _Parser(prog="framefarm", description="Render a Python sketch in parallel to one video.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    render = sub.add_parser("render", help="render a sketch to a video")
+    render.add_argument("sketch", help="a .py file or package.module:function with render(ctx)")
+    render.add_argument("-o", "--output", required=True, help="the video to write, e.g. out.mp4")
+    add = render.add_argument
+    add("--frames", type=positive_int, help="frames in the video (default: the sketch's FRAMES)")
+    add("--per-job", type=positive_int, dest="per_job",
+        help="frames per render job (default: about 4 chunks per worker)")
+    add("--fps", help="frames per second, e.g. 30 or 29.97 (default: the sketch's FPS, else 30)")
+    add("--size", type=frame_size, help=_SIZE_HELP)
+    add("--workers", type=positive_int, help="worker processes (default: CPU count)")
+    add("--run-id", dest="run_id", help="name the run (default: date, time and a random suffix)")
+    add("--storage", help="where frames, segments and videos go (default: file:// under ./framefarm-data)")
+    add("--joblog", help="the job log (default: sqlite:/// under ./framefarm-data)")
+    add("--crf", type=int, help=f"x264 quality, 0 (lossless) to 51 (default {config.DEFAULT_CRF})")
+    add("--preset", help=f"x264 preset, ultrafast to veryslow (default {config.DEFAULT_PRESET})")
+    render.add_argument("--keep-frames", action="store_true", dest="keep_frames",
+                        help="also store every frame as PNG under runs/RUN/frames/")
+    render.add_argument("--runner", default="local", help="who runs the jobs (default: local)")
+
+    sub.add_parser("job", help="run one step from the job contract's environment variables "
+                               "(the container entrypoint)")
+
+    status = sub.add_parser("status", help="show one run's jobs from the job log")
+    status.add_argument("run_id", metavar="RUN")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("--joblog", help="the job log (default: sqlite:/// under ./framefarm-data)")
+
+    runs = sub.add_parser("runs", help="list the runs in the job log")
+    runs.add_argument("--json", action="store_true", help="print JSON")
+    runs.add_argument("--joblog", help="the job log (default: sqlite:/// under ./framefarm-data)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `framefarm` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "job":
+            from framefarm.job import main as job_main
+
+            return job_main()
+        if args.command == "render":
+            from framefarm._render_cmd import render_command
+
+            return render_command(args)
+        if args.command == "status":
+            return _status(args)
+        return _runs(args)
+    except UserError as exc:
+        print(f"framefarm: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("framefarm: interrupted", file=sys.stderr)
+        return 130
+
+
+def _joblog_url(args: argparse.Namespace) -> str:
+    return str(config.resolve(args.joblog, config.JOBLOG, config.default_joblog_url()))
+
+
+def _status(args: argparse.Namespace) -> int:
+    from framefarm.joblog import open_joblog
+    from framefarm.report import load_report
+
+    report = load_report(open_joblog(_joblog_url(args)), args.run_id)
+    if report is None:
+        raise UserError(f"run {args.run_id!r} is not in the job log {_joblog_url(args)}: "
+                        "see `framefarm runs` for the runs it has")
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"run {report['run_id']}: {report['status']}  {report['frames_done']}/"
+          f"{report['total_frames']} frames  {report['chunks']} chunks  {report['output']}")
+    print(f"{'job':<14}{'attempt':>8}  {'status':<10}{'frames':>7}  {'started':<25}{'stopped':<25}")
+    for job in report["jobs"]:
+        print(f"{job['job']:<14}{job['attempt']:>8}  {job['status']:<10}{job['frames']:>7}  "
+              f"{job['started_at']:<25}{job['stopped_at']:<25}")
+        if job["error"]:
+            print("    " + job["error"].splitlines()[0])
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from framefarm.joblog import open_joblog
+    from framefarm.report import run_status
+
+    joblog = open_joblog(_joblog_url(args))
+    rows = []
+    for run in joblog.runs():
+        latest = joblog.latest_jobs(run.run_id)
+        rows.append({"run_id": run.run_id, "status": run_status(latest),
+                     "created_at": run.created_at, "total_frames": run.plan.get("total_frames"),
+                     "sketch": run.plan.get("sketch", ""), "output": run.output})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        print(f"{row['run_id']:<28}{row['status']:<10}{row['total_frames'] or '':>7} frames  "
+              f"{row['created_at']:<25}{row['output']}")
+    return 0
+
+
+def check_output_path(output: str) -> Path:
+    """The output video's absolute path, after checking its folder exists and can be written."""
+    path = Path(output).expanduser().resolve()
+    if path.is_dir():
+        raise UserError(f"output {output!r} is a folder: "
+                        f"give a file name like {output.rstrip('/')}/video.mp4")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".framefarm-check-"):
+            pass
+    except OSError:
+        raise UserError(f"cannot write the output {output!r}: its folder {folder} is not writable; "
+                        "choose another -o") from None
+    return path
+
+

@@ -1,0 +1,81 @@
+"""Every environment variable framefarm reads, in one place; an explicit value beats the
+environment, which beats the default.
+
+The job contract (see README): ``JOB_TYPE``, ``TOTAL_FRAMES``, ``FRAMES_PER_RENDER_JOB``,
+``AWS_BATCH_JOB_ARRAY_INDEX``, ``AWS_BATCH_JOB_ID``, ``AWS_BATCH_JOB_ATTEMPT``,
+``FRAMEFARM_RUN_ID``, ``FRAMEFARM_SKETCH``, ``FRAMEFARM_STORAGE``, ``FRAMEFARM_JOBLOG``,
+``FRAMEFARM_FPS``, ``FRAMEFARM_WIDTH``, ``FRAMEFARM_HEIGHT``, ``FRAMEFARM_CRF``,
+``FRAMEFARM_PRESET``, ``FRAMEFARM_KEEP_FRAMES``, ``FRAMEFARM_OUTPUT``,
+``FRAMEFARM_PARALLELISM``, ``TRACEPARENT``,
+``_X_AMZN_TRACE_ID``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+JOB_TYPE = "JOB_TYPE"
+TOTAL_FRAMES = "TOTAL_FRAMES"
+FRAMES_PER_RENDER_JOB = "FRAMES_PER_RENDER_JOB"
+ARRAY_INDEX = "AWS_BATCH_JOB_ARRAY_INDEX"
+BATCH_JOB_ID = "AWS_BATCH_JOB_ID"
+BATCH_JOB_ATTEMPT = "AWS_BATCH_JOB_ATTEMPT"
+RUN_ID = "FRAMEFARM_RUN_ID"
+SKETCH = "FRAMEFARM_SKETCH"
+STORAGE = "FRAMEFARM_STORAGE"
+JOBLOG = "FRAMEFARM_JOBLOG"
+FPS = "FRAMEFARM_FPS"
+WIDTH = "FRAMEFARM_WIDTH"
+HEIGHT = "FRAMEFARM_HEIGHT"
+CRF = "FRAMEFARM_CRF"
+PRESET = "FRAMEFARM_PRESET"
+KEEP_FRAMES = "FRAMEFARM_KEEP_FRAMES"
+OUTPUT = "FRAMEFARM_OUTPUT"
+JOB_QUEUE = "FRAMEFARM_JOB_QUEUE"
+RENDER_JOB_DEFINITION = "FRAMEFARM_RENDER_JOB_DEFINITION"
+ENCODE_JOB_DEFINITION = "FRAMEFARM_ENCODE_JOB_DEFINITION"
+PARALLELISM = "FRAMEFARM_PARALLELISM"
+TRACEPARENT = "TRACEPARENT"
+XRAY_TRACE_ID = "_X_AMZN_TRACE_ID"
+
+# Every variable of the job contract, in the README's order.
+CONTRACT = (
+    JOB_TYPE, TOTAL_FRAMES, FRAMES_PER_RENDER_JOB, ARRAY_INDEX, BATCH_JOB_ID, BATCH_JOB_ATTEMPT,
+    RUN_ID, SKETCH, STORAGE, JOBLOG, FPS, WIDTH, HEIGHT, CRF, PRESET, KEEP_FRAMES, OUTPUT,
+    PARALLELISM, JOB_QUEUE, RENDER_JOB_DEFINITION, ENCODE_JOB_DEFINITION, TRACEPARENT, XRAY_TRACE_ID,
+)
+
+DATA_DIR_NAME = "framefarm-data"
+DEFAULT_CRF = 18
+DEFAULT_PRESET = "fast"
+DEFAULT_FPS = "30"
+DEFAULT_WIDTH = 1280
+DEFAULT_HEIGHT = 720
+DEFAULT_FRAMES = 120
+
+
+def default_data_dir(cwd: Path | None = None) -> Path:
+    """Where local runs keep storage and the job log: ./framefarm-data."""
+    return (cwd or Path.cwd()) / DATA_DIR_NAME
+
+
+def default_storage_url(cwd: Path | None = None) -> str:
+    """file:// storage under ./framefarm-data."""
+    return default_data_dir(cwd).as_uri()
+
+
+def default_joblog_url(cwd: Path | None = None) -> str:
+    """sqlite:/// job log under ./framefarm-data (an absolute path: four slashes)."""
+    return "sqlite:///" + str(default_data_dir(cwd) / "joblog.sqlite3")
+
+
+def resolve(explicit: str | None, name: str, default: str | None = None,
+            environ: Mapping[str, str] | None = None) -> str | None:
+    """`explicit` if given, else the environment variable `name`, else `default`."""
+    if explicit is not None and explicit != "":
+        return explicit
+    env = os.environ if environ is None else environ
+    value = env.get(name, "")
+    return value if value != "" else default

@@ -1,0 +1,243 @@
+"""The container entrypoint: `framefarm job` reads JOB_TYPE and the job contract from the
+environment, runs that one step, and records the attempt in the job log.
+
+Every runner starts steps through `run_job`: AWS Batch through the container's command, the local
+runner in its worker processes with the same variables, so a step never knows who started it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from framefarm import config
+from framefarm.errors import FramefarmError, SketchError, UserError
+from framefarm.joblog import JobLog, open_joblog
+from framefarm.model import JobKind, JobRecord, RunRecord
+from framefarm.steps import (
+    EncodeRequest,
+    PlanRequest,
+    RenderRequest,
+    run_encode,
+    run_plan,
+    run_render,
+)
+from framefarm.steps._keys import plan_key
+from framefarm.storage import Storage, open_storage
+
+PROGRESS_INTERVAL = 0.5
+"""Seconds between a render job's frame-count updates in the job log."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobEnv:
+    """The job contract, parsed: what `framefarm job` reads from its environment."""
+
+    job_type: JobKind
+    storage: str
+    joblog: str
+    run_id: str = ""
+    sketch: str = ""
+    index: int | None = None
+    total_frames: int | None = None
+    frames_per_job: int | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: str | None = None
+    crf: int | None = None
+    preset: str | None = None
+    keep_frames: bool = False
+    output: str = ""
+    batch_job_id: str = ""
+    attempt: int | None = None
+    workers_hint: int = 0
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> JobEnv:
+        """Parse the contract; a missing or bad variable is a UserError naming it."""
+        env = dict(os.environ if environ is None else environ)
+
+        def get(name: str) -> str:
+            return env.get(name, "").strip()
+
+        def number(name: str) -> int | None:
+            text = get(name)
+            if not text:
+                return None
+            try:
+                return int(text)
+            except ValueError:
+                raise UserError(f"{name}={text!r} is not a whole number: set it to e.g. 30") from None
+
+        job_type = get(config.JOB_TYPE)
+        if job_type not in ("plan", "render", "encode"):
+            shown = repr(job_type) if job_type else "not set"
+            raise UserError(f"{config.JOB_TYPE} is {shown}: set it to plan, render or encode")
+        index = number(config.ARRAY_INDEX)
+        run_id = get(config.RUN_ID)
+        if job_type in ("render", "encode") and not run_id:
+            raise UserError(f"{config.RUN_ID} is not set: {job_type} jobs need the run id of the plan")
+        if job_type == "render" and index is None:
+            raise UserError(f"{config.ARRAY_INDEX} is not set: a render job needs its chunk index")
+        if job_type == "plan" and not get(config.SKETCH):
+            raise UserError(f"{config.SKETCH} is not set: point it at the sketch (a .py file, "
+                            "module:function or storage URL)")
+        crf = number(config.CRF)
+        return cls(
+            job_type=job_type,  # type: ignore[arg-type]
+            storage=get(config.STORAGE) or config.default_storage_url(),
+            joblog=get(config.JOBLOG) or config.default_joblog_url(),
+            run_id=run_id, sketch=get(config.SKETCH), index=index,
+            total_frames=number(config.TOTAL_FRAMES),
+            frames_per_job=number(config.FRAMES_PER_RENDER_JOB),
+            width=number(config.WIDTH), height=number(config.HEIGHT),
+            fps=get(config.FPS) or None, crf=crf, preset=get(config.PRESET) or None,
+            keep_frames=get(config.KEEP_FRAMES).lower() in ("1", "true", "yes"),
+            output=get(config.OUTPUT), batch_job_id=get(config.BATCH_JOB_ID),
+            attempt=number(config.BATCH_JOB_ATTEMPT),
+            workers_hint=number(config.PARALLELISM) or 0,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobOutcome:
+    """How a job ended; plain data, so it crosses process boundaries without pickling errors."""
+
+    job: str
+    run_id: str
+    succeeded: bool
+    index: int | None = None
+    exit_code: int = 0
+    error: str = ""
+    result: Mapping[str, Any] = field(default_factory=dict)
+
+
+def run_job(env: JobEnv, *, storage: Storage | None = None, joblog: JobLog | None = None,
+            on_frame: Callable[[int], None] | None = None) -> JobOutcome:
+    """Run the one step `env` names, recording the attempt; never raises for a failed step."""
+    storage = storage or open_storage(env.storage)
+    joblog = joblog or open_joblog(env.joblog)
+    if env.job_type == "plan":
+        return _plan(env, storage, joblog)
+    record = joblog.start_job(run_id=env.run_id, kind=env.job_type, index=env.index,
+                              attempt=env.attempt, host=socket.gethostname(),
+                              runner_id=env.batch_job_id)
+    try:
+        if env.job_type == "render":
+            assert env.index is not None
+            progress = _FrameProgress(joblog, record, on_frame)
+            rendered = run_render(RenderRequest(run_id=env.run_id, index=env.index),
+                                  storage=storage, on_frame=progress)
+            result = asdict(rendered)
+            outputs = [rendered.segment]
+            frames = rendered.frames
+        else:
+            encoded = run_encode(EncodeRequest(run_id=env.run_id, output=env.output),
+                                 storage=storage)
+            result = asdict(encoded)
+            outputs = [encoded.key, encoded.output]
+            frames = encoded.frames
+            run = joblog.get_run(env.run_id)
+            if run is not None:
+                joblog.put_run(RunRecord(run_id=run.run_id, created_at=run.created_at,
+                                         plan=run.plan, output=encoded.output))
+    except BaseException as exc:
+        outcome = _failed(joblog, record, exc)
+        if not isinstance(exc, Exception):
+            raise  # KeyboardInterrupt, SystemExit: recorded as FAILED, then let through
+        return outcome
+    joblog.update_job(record, status="SUCCEEDED", frames=frames, outputs=outputs)
+    return JobOutcome(job=record.job, run_id=env.run_id, succeeded=True, index=record.index,
+                      result=result)
+
+
+def _plan(env: JobEnv, storage: Storage, joblog: JobLog) -> JobOutcome:
+    from framefarm.steps import new_run_id
+
+    run_id = env.run_id or new_run_id()
+    record = joblog.start_job(run_id=run_id, kind="plan", attempt=env.attempt,
+                              host=socket.gethostname(), runner_id=env.batch_job_id)
+    try:
+        plan = run_plan(PlanRequest(
+            sketch=env.sketch, run_id=run_id, total_frames=env.total_frames,
+            frames_per_job=env.frames_per_job, width=env.width, height=env.height, fps=env.fps,
+            crf=env.crf, preset=env.preset, output=env.output, keep_frames=env.keep_frames,
+            workers_hint=env.workers_hint), storage=storage)
+        joblog.put_run(RunRecord(run_id=run_id, created_at=record.started_at,
+                                 plan=plan.to_dict(chunks=False), output=plan.output))
+    except BaseException as exc:
+        outcome = _failed(joblog, record, exc)
+        if not isinstance(exc, Exception):
+            raise
+        return outcome
+    joblog.update_job(record, status="SUCCEEDED", frames=plan.total_frames,
+                      outputs=[plan_key(run_id)])
+    return JobOutcome(job="plan", run_id=run_id, succeeded=True,
+                      result={"size": plan.size, "total_frames": plan.total_frames,
+                              "frames_per_job": plan.frames_per_job, "output": plan.output,
+                              "width": plan.video.width, "height": plan.video.height,
+                              "fps": plan.video.fps})
+
+
+def describe_error(exc: BaseException) -> tuple[str, int]:
+    """The text the user sees for a failed job, and the exit code."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", 130
+    if isinstance(exc, SketchError):
+        return exc.full_text(), exc.exit_code
+    if isinstance(exc, UserError):
+        return str(exc), exc.exit_code
+    exit_code = exc.exit_code if isinstance(exc, FramefarmError) else 1
+    return "".join(traceback.format_exception(exc)).rstrip(), exit_code
+
+
+def _failed(joblog: JobLog, record: JobRecord, exc: BaseException) -> JobOutcome:
+    text, exit_code = describe_error(exc)
+    current = joblog.get_job(record.run_id, record.job, record.attempt) or record
+    joblog.update_job(current, status="FAILED", error=text)
+    return JobOutcome(job=record.job, run_id=record.run_id, succeeded=False, index=record.index,
+                      exit_code=exit_code, error=text)
+
+
+class _FrameProgress:
+    """Counts frames; writes the count to the job log at most every PROGRESS_INTERVAL seconds."""
+
+    def __init__(self, joblog: JobLog, record: JobRecord,
+                 forward: Callable[[int], None] | None) -> None:
+        self._joblog = joblog
+        self._record = record
+        self._forward = forward
+        self._last = time.monotonic()
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self._last >= PROGRESS_INTERVAL:
+            self._last = now
+            self._record = self._joblog.update_job(self._record, frames=done)
+        if self._forward is not None:
+            self._forward(done)
+
+
+def main(environ: Mapping[str, str] | None = None) -> int:
+    """`framefarm job`: run one step from the environment; the exit code says how it went."""
+    try:
+        env = JobEnv.from_environ(environ)
+        outcome = run_job(env)
+    except UserError as exc:
+        print(f"framefarm job: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if outcome.succeeded:
+        print(f"framefarm job: {outcome.job} of run {outcome.run_id} SUCCEEDED", file=sys.stderr)
+        if env.job_type == "plan":
+            print(outcome.run_id)
+        return 0
+    print(f"framefarm job: {outcome.job} of run {outcome.run_id} FAILED\n{outcome.error}",
+          file=sys.stderr)
+    return outcome.exit_code

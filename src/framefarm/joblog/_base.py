@@ -1,0 +1,163 @@
+"""The JobLog interface: the base class owns timestamps, attempt numbers and the rule that a status
+never goes backwards; a backend implements only the `_primitives`, each one atomic."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from framefarm.errors import FramefarmError, UserError
+from framefarm.model import (
+    STATUSES,
+    TERMINAL_STATUSES,
+    JobKind,
+    JobRecord,
+    RunRecord,
+    can_move,
+    job_name,
+)
+
+
+def now_iso() -> str:
+    """The current UTC time, ISO 8601 with milliseconds and a Z."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class StatusConflict(FramefarmError):
+    """A status change that would go backwards or leave a final status."""
+
+
+class JobLog(ABC):
+    """Who ran what, when, with what result: one record per job attempt, one record per run."""
+
+    url: str
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def put_run(self, run: RunRecord) -> None:
+        """Create or replace the run's record (the plan lives here, for jobs to read)."""
+        self._put_run(run)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run's record, or None."""
+        return self._get_run(run_id)
+
+    def runs(self) -> list[RunRecord]:
+        """Every run, newest first."""
+        return sorted(self._list_runs(), key=lambda r: (r.created_at, r.run_id), reverse=True)
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def start_job(self, *, run_id: str, kind: JobKind, index: int | None = None,
+                  attempt: int | None = None, status: str = "RUNNING", **fields: Any) -> JobRecord:
+        """Record a new attempt of a job and return it.
+
+        With `attempt` None the attempt is one more than the job's last; a given attempt that is
+        already recorded is taken over when it is not final (a runner may have written it as
+        SUBMITTED), else it is an error.
+        """
+        if status not in STATUSES:
+            raise UserError(f"unknown job status {status!r}: use one of {', '.join(STATUSES)}")
+        name = job_name(kind, index)
+        stamp = now_iso()
+        times = {"submitted_at": stamp}
+        if status in ("RUNNING", *TERMINAL_STATUSES):
+            times["started_at"] = stamp
+        if attempt is not None:
+            existing = self._get_job(run_id, name, attempt)
+            if existing is not None:
+                times["submitted_at"] = existing.submitted_at or stamp
+                return self.update_job(existing, status=status, **{**times, **fields})
+            record = JobRecord(run_id=run_id, job=name, kind=kind, index=index, attempt=attempt,
+                               status=status, **{**times, **fields})
+            if not self._insert_job(record):
+                raise StatusConflict(f"{name} attempt {attempt} of run {run_id} was recorded twice")
+            return record
+        # Next attempt number; an insert that loses a race moves on to the one after.
+        last = max((r.attempt for r in self._jobs(run_id) if r.job == name), default=0)
+        for candidate in range(last + 1, last + 100):
+            record = JobRecord(run_id=run_id, job=name, kind=kind, index=index,
+                               attempt=candidate, status=status, **{**times, **fields})
+            if self._insert_job(record):
+                return record
+        raise StatusConflict(f"could not record a new attempt of {name} in run {run_id}")
+
+    def update_job(self, record: JobRecord, **changes: Any) -> JobRecord:
+        """Apply `changes` to a recorded attempt; a new status must move forwards.
+
+        Returns the stored record. Raises StatusConflict when the status would go backwards or
+        the attempt is already final (another writer got there first).
+        """
+        new_status = changes.get("status")
+        if new_status is not None:
+            if new_status not in STATUSES:
+                raise UserError(f"unknown job status {new_status!r}: use one of {', '.join(STATUSES)}")
+            if new_status == record.status:
+                del changes["status"]
+                new_status = None
+        if new_status in TERMINAL_STATUSES and "stopped_at" not in changes:
+            changes["stopped_at"] = now_iso()
+        if new_status == "RUNNING" and not record.started_at and "started_at" not in changes:
+            changes["started_at"] = now_iso()
+        if "outputs" in changes:
+            changes["outputs"] = tuple(changes["outputs"])
+        allowed_from = (
+            frozenset(s for s in STATUSES if can_move(s, new_status)) if new_status
+            else frozenset(s for s in STATUSES if s not in TERMINAL_STATUSES)
+        )
+        stored = self._update_job(record.run_id, record.job, record.attempt, changes, allowed_from)
+        if stored is None:
+            current = self._get_job(record.run_id, record.job, record.attempt)
+            was = current.status if current else "missing"
+            raise StatusConflict(
+                f"{record.job} attempt {record.attempt} of run {record.run_id}: "
+                f"cannot change {was} with {changes}")
+        return stored
+
+    def get_job(self, run_id: str, job: str, attempt: int) -> JobRecord | None:
+        """One attempt of one job, or None."""
+        return self._get_job(run_id, job, attempt)
+
+    def jobs(self, run_id: str) -> list[JobRecord]:
+        """Every attempt of every job of a run: plan, renders by index, encode; attempts in order."""
+        order = {"plan": 0, "render": 1, "encode": 2}
+        return sorted(self._jobs(run_id),
+                      key=lambda r: (order[r.kind], r.index if r.index is not None else -1, r.attempt))
+
+    def latest_jobs(self, run_id: str) -> list[JobRecord]:
+        """The last attempt of every job of a run, in `jobs` order."""
+        latest: dict[str, JobRecord] = {}
+        for record in self.jobs(run_id):
+            latest[record.job] = record
+        return list(latest.values())
+
+    def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
+        """Release connections; the job log is not used afterwards."""
+
+    # -- primitives a backend implements; each is atomic ------------------------------------
+
+    @abstractmethod
+    def _put_run(self, run: RunRecord) -> None: ...
+
+    @abstractmethod
+    def _get_run(self, run_id: str) -> RunRecord | None: ...
+
+    @abstractmethod
+    def _list_runs(self) -> list[RunRecord]: ...
+
+    @abstractmethod
+    def _insert_job(self, record: JobRecord) -> bool:
+        """Store a new attempt; False (and no change) when that attempt is already recorded."""
+
+    @abstractmethod
+    def _update_job(self, run_id: str, job: str, attempt: int, changes: Mapping[str, Any],
+                    allowed_from: frozenset[str]) -> JobRecord | None:
+        """Apply `changes` only if the stored status is in `allowed_from`; the new record, or None."""
+
+    @abstractmethod
+    def _get_job(self, run_id: str, job: str, attempt: int) -> JobRecord | None: ...
+
+    @abstractmethod
+    def _jobs(self, run_id: str) -> list[JobRecord]: ...

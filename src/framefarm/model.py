@@ -1,0 +1,189 @@
+"""framefarm's data model: frozen, JSON-safe dataclasses shared by steps, runners and backends."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from fractions import Fraction
+from typing import Any, Literal
+
+JobKind = Literal["plan", "render", "encode"]
+JOB_KINDS: tuple[JobKind, ...] = ("plan", "render", "encode")
+
+# AWS Batch's status names, in the order a job moves through them. A status never goes backwards.
+STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
+TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED"})
+_RANK = {status: rank for rank, status in enumerate(STATUSES)}
+
+
+def status_rank(status: str) -> int:
+    """Position of `status` in a job's life; SUCCEEDED and FAILED share the last rank."""
+    return min(_RANK[status], _RANK["SUCCEEDED"])
+
+
+def can_move(old: str, new: str) -> bool:
+    """True when a job may go from `old` to `new`: forwards only, never out of a final status."""
+    if old in TERMINAL_STATUSES:
+        return False
+    return status_rank(new) > status_rank(old)
+
+
+def parse_fps(text: str | float | int | Fraction) -> Fraction:
+    """Frames per second as an exact fraction: "30", "29.97", "30000/1001" or a number."""
+    value = Fraction(str(text)) if not isinstance(text, Fraction) else text
+    if "." in str(text):
+        value = value.limit_denominator(1001)
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class VideoSettings:
+    """How the video is encoded: size, frame rate and x264 settings."""
+
+    width: int
+    height: int
+    fps: str = "30"
+    crf: int = 18
+    preset: str = "fast"
+
+    @property
+    def rate(self) -> Fraction:
+        """The frame rate as an exact fraction."""
+        return parse_fps(self.fps)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One mini-batch: frames [start, stop), rendered by render job `index`."""
+
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def frames(self) -> range:
+        """The frame indices of this chunk."""
+        return range(self.start, self.stop)
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """The whole run: which frames each render job draws, with what sketch and settings.
+
+    Chunks are derived from `total_frames` and `frames_per_job`, never stored one by one, so a
+    plan of a million frames costs the same to build as a plan of ten.
+    """
+
+    run_id: str
+    sketch: str
+    total_frames: int
+    frames_per_job: int
+    video: VideoSettings
+    output: str = ""
+    keep_frames: bool = False
+    created_at: str = ""
+
+    @property
+    def size(self) -> int:
+        """Number of render jobs: ceil(total_frames / frames_per_job)."""
+        return math.ceil(self.total_frames / self.frames_per_job)
+
+    def chunk(self, index: int) -> Chunk:
+        """Render job `index`'s frames."""
+        if not 0 <= index < self.size:
+            raise IndexError(f"chunk {index} is outside this plan's 0..{self.size - 1}")
+        start = index * self.frames_per_job
+        return Chunk(index, start, min(start + self.frames_per_job, self.total_frames))
+
+    def chunks(self) -> Iterator[Chunk]:
+        """Every chunk, in order."""
+        return (self.chunk(i) for i in range(self.size))
+
+    def to_dict(self, *, chunks: bool = True) -> dict[str, Any]:
+        """A JSON-safe dict; with `chunks`, every chunk's [start, stop) for people to read."""
+        data = asdict(self)
+        data["size"] = self.size
+        if chunks:
+            data["chunks"] = [[c.start, c.stop] for c in self.chunks()]
+        return data
+
+    def to_json(self) -> str:
+        """plan.json's text."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
+        """Read a plan back from `to_dict`'s output (extra keys are ignored)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["video"] = VideoSettings(**data["video"])
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Plan:
+        """Read plan.json."""
+        return cls.from_dict(json.loads(text))
+
+
+def job_name(kind: JobKind, index: int | None = None) -> str:
+    """The job's name in the job log: `plan`, `render:{i}` or `encode`."""
+    return f"render:{index}" if kind == "render" else kind
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobRecord:
+    """One attempt of one job, as the job log keeps it."""
+
+    run_id: str
+    job: str
+    kind: JobKind
+    index: int | None = None
+    attempt: int = 1
+    status: str = "SUBMITTED"
+    submitted_at: str = ""
+    started_at: str = ""
+    stopped_at: str = ""
+    host: str = ""
+    frames: int = 0
+    outputs: tuple[str, ...] = ()
+    error: str = ""
+    trace_id: str = ""
+    runner_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict."""
+        data = asdict(self)
+        data["outputs"] = list(self.outputs)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JobRecord:
+        """Read a record back from `to_dict`'s output."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["outputs"] = tuple(values.get("outputs") or ())
+        return cls(**values)
+
+    def evolve(self, **changes: Any) -> JobRecord:
+        """A copy with `changes` applied."""
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRecord:
+    """One run as the job log keeps it: its plan (how jobs pass data) and where the video went."""
+
+    run_id: str
+    created_at: str = ""
+    plan: Mapping[str, Any] = field(default_factory=dict)
+    output: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict."""
+        return {"run_id": self.run_id, "created_at": self.created_at,
+                "plan": dict(self.plan), "output": self.output}

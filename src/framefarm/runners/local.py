@@ -1,0 +1,102 @@
+"""The local runner: plan in this process, render chunks in worker processes, then encode —
+every job started through the job contract, exactly as a container would be."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+from framefarm import config
+from framefarm.job import JobEnv, JobOutcome, run_job
+from framefarm.joblog import JobLog, open_joblog
+from framefarm.runners._base import Progress, ProgressCallback, Runner, RunRequest, RunResult
+from framefarm.storage import Storage, open_storage
+
+POLL_SECONDS = 0.2
+_PRELOAD = ["framefarm.job", "numpy", "av", "PIL.Image"]
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_backends: dict[tuple[str, str], tuple[Storage, JobLog]] = {}
+
+
+def _open(env: Mapping[str, str]) -> tuple[Storage, JobLog]:
+    """Storage and job log for this process, opened once and reused by every job it runs."""
+    key = (env[config.STORAGE], env[config.JOBLOG])
+    if key not in _backends:
+        _backends[key] = (open_storage(key[0]), open_joblog(key[1]))
+    return _backends[key]
+
+
+def run_contract_job(env: Mapping[str, str]) -> JobOutcome:
+    """Run one job from its job-contract variables (the worker processes' entry point)."""
+    storage, joblog = _open(env)
+    return run_job(JobEnv.from_environ(env), storage=storage, joblog=joblog)
+
+
+class LocalRunner(Runner):
+    """Worker processes on this machine; the job log and storage are shared through files."""
+
+    name = "local"
+    start_cost_seconds = 0.005
+
+    def __init__(self, *, workers: int | None = None) -> None:
+        self.workers = workers or default_workers()
+
+    def run(self, request: RunRequest, *, on_progress: ProgressCallback | None = None) -> RunResult:
+        """Plan here, render in `workers` processes, encode here once every chunk succeeded."""
+        env = {**request.env, config.PARALLELISM: str(self.workers)}
+        plan = run_contract_job({**env, config.JOB_TYPE: "plan"})
+        if not plan.succeeded:
+            return RunResult(run_id=plan.run_id, succeeded=False, plan=plan, failures=(plan,))
+        run_id = plan.run_id
+        env[config.RUN_ID] = run_id
+        chunks = int(plan.result["size"])
+        total = int(plan.result["total_frames"])
+        _, joblog = _open(env)
+        failures: list[JobOutcome] = []
+        with self._pool(min(self.workers, chunks)) as pool:
+            pending: set[Future[JobOutcome]] = {
+                pool.submit(run_contract_job,
+                            {**env, config.JOB_TYPE: "render", config.ARRAY_INDEX: str(i)})
+                for i in range(chunks)
+            }
+            try:
+                while pending:
+                    finished, pending = wait(pending, timeout=POLL_SECONDS,
+                                             return_when=FIRST_COMPLETED)
+                    failures.extend(f.result() for f in finished if not f.result().succeeded)
+                    if on_progress is not None:
+                        on_progress(self._progress(joblog, run_id, total, chunks))
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+        if failures:
+            failures.sort(key=lambda o: o.index or 0)
+            return RunResult(run_id=run_id, succeeded=False, plan=plan, failures=tuple(failures))
+        encode = run_contract_job({**env, config.JOB_TYPE: "encode"})
+        return RunResult(run_id=run_id, succeeded=encode.succeeded, plan=plan, encode=encode,
+                         failures=() if encode.succeeded else (encode,))
+
+    def _pool(self, workers: int) -> ProcessPoolExecutor:
+        # forkserver: workers fork from a clean server that has imported framefarm, NumPy and
+        # PyAV once, so each starts fast and inherits no threads or sketch state from here.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(_PRELOAD)
+        return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context)
+
+    @staticmethod
+    def _progress(joblog: JobLog, run_id: str, total: int, chunks: int) -> Progress:
+        latest = [r for r in joblog.latest_jobs(run_id) if r.kind == "render"]
+        return Progress(run_id=run_id, total_frames=total,
+                        frames_done=sum(r.frames for r in latest), chunks=chunks,
+                        chunks_done=sum(r.status == "SUCCEEDED" for r in latest))

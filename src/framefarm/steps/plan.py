@@ -1,0 +1,136 @@
+"""Plan: split N frames into chunks of K, copy the sketch into storage, record the plan."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from framefarm import config
+from framefarm.errors import UserError
+from framefarm.model import Plan, VideoSettings, parse_fps
+from framefarm.sketch import Sketch, load_sketch
+from framefarm.steps._keys import plan_key, sketch_key
+from framefarm.steps._sources import fetch_to_local
+from framefarm.storage import Storage
+
+_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+            "veryslow", "placebo")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanRequest:
+    """What to render; None means: take the sketch's default, then framefarm's."""
+
+    sketch: str
+    run_id: str | None = None
+    total_frames: int | None = None
+    frames_per_job: int | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: str | None = None
+    crf: int | None = None
+    preset: str | None = None
+    output: str = ""
+    keep_frames: bool = False
+    workers_hint: int = 0
+    """Parallel workers the runner has; used to pick a chunk size when none is given."""
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: date, time and a random suffix."""
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def check_positive(name: str, value: object) -> int:
+    """`value` as a positive integer, else a UserError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise UserError(f"{name} must be a whole number above 0, got {value!r}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise UserError(f"{name} must be a whole number above 0, got {value!r}") from None
+    if number <= 0:
+        raise UserError(f"{name} must be a whole number above 0, got {value!r}")
+    return number
+
+
+def default_frames_per_job(total_frames: int, workers: int) -> int:
+    """About four chunks per worker, so a slow chunk does not leave the others idle at the end."""
+    target_chunks = max(1, workers) * 4
+    return max(1, -(-total_frames // target_chunks))
+
+
+def make_plan(*, run_id: str, sketch: str, total_frames: int, frames_per_job: int,
+              video: VideoSettings, output: str = "", keep_frames: bool = False) -> Plan:
+    """The plan, a pure function: ceil(N / K) chunks, chunk i = frames [iK, min((i+1)K, N))."""
+    total_frames = check_positive("frames", total_frames)
+    frames_per_job = check_positive("frames per job", frames_per_job)
+    return Plan(run_id=run_id, sketch=sketch, total_frames=total_frames,
+                frames_per_job=frames_per_job, video=video, output=output,
+                keep_frames=keep_frames,
+                created_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"))
+
+
+def resolve_video(request: PlanRequest, sketch: Sketch) -> VideoSettings:
+    """Video settings: the request's value, else the sketch's module default, else framefarm's."""
+    d = sketch.defaults
+    width = check_positive("width", request.width or d.width or config.DEFAULT_WIDTH)
+    height = check_positive("height", request.height or d.height or config.DEFAULT_HEIGHT)
+    if width % 2 or height % 2:
+        raise UserError(
+            f"size {width}x{height}: H.264 in yuv420p needs an even width and height; "
+            f"use --size {width + width % 2}x{height + height % 2}")
+    fps_text = str(request.fps or d.fps or config.DEFAULT_FPS)
+    try:
+        rate = parse_fps(fps_text)
+    except (ValueError, ZeroDivisionError):
+        rate = None
+    if rate is None or rate <= 0 or rate > 1000:
+        raise UserError(f"fps {fps_text!r} is not a frame rate: use a number like 30 or 29.97")
+    crf = config.DEFAULT_CRF if request.crf is None else request.crf
+    if not 0 <= crf <= 51:
+        raise UserError(f"crf {crf} is out of range: use 0 (lossless) to 51 (worst); 18 is default")
+    preset = request.preset or config.DEFAULT_PRESET
+    if preset not in _PRESETS:
+        raise UserError(f"preset {preset!r} is not an x264 preset: use one of {', '.join(_PRESETS)}")
+    return VideoSettings(width=width, height=height, fps=fps_text, crf=crf, preset=preset)
+
+
+def store_sketch(sketch: Sketch, storage: Storage) -> str:
+    """Copy a file sketch into storage by content hash; the URL render jobs load it from.
+
+    A `module:function` sketch is an installed module: it is passed on as it is.
+    """
+    if sketch.source is None:
+        return sketch.location
+    data = Path(sketch.source).read_bytes()
+    key = sketch_key(hashlib.sha256(data).hexdigest())
+    if not storage.exists(key):
+        storage.put_bytes(key, data)
+    return storage.url_for(key)
+
+
+def run_plan(request: PlanRequest, *, storage: Storage) -> Plan:
+    """Load the sketch, settle every setting, store the sketch and plan.json; return the plan."""
+    sketch = load_sketch(request.sketch, storage_loader=lambda url: fetch_to_local(url, storage))
+    total = request.total_frames or sketch.defaults.frames or config.DEFAULT_FRAMES
+    total = check_positive("frames", total)
+    per_job = request.frames_per_job or default_frames_per_job(total, request.workers_hint or 1)
+    plan = make_plan(run_id=request.run_id or new_run_id(), sketch=store_sketch(sketch, storage),
+                     total_frames=total, frames_per_job=per_job,
+                     video=resolve_video(request, sketch), output=request.output,
+                     keep_frames=request.keep_frames)
+    storage.put_bytes(plan_key(plan.run_id), plan.to_json().encode())
+    return plan
+
+
+def read_plan(run_id: str, storage: Storage) -> Plan:
+    """The plan a run's plan job stored."""
+    key = plan_key(run_id)
+    if not storage.exists(key):
+        raise UserError(f"run {run_id!r} has no plan in {storage.url}: run the plan job first "
+                        f"(or check FRAMEFARM_RUN_ID and FRAMEFARM_STORAGE)")
+    return Plan.from_json(storage.get_bytes(key))

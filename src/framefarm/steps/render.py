@@ -1,0 +1,70 @@
+"""Render: draw one chunk's frames and encode them straight into an H.264 segment in storage."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from framefarm.steps._keys import frame_key, segment_key
+from framefarm.steps._sources import frame_source
+from framefarm.steps.plan import read_plan
+from framefarm.storage import Storage
+from framefarm.video import SegmentWriter, scratch_file
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenderRequest:
+    """Render chunk `index` of run `run_id`."""
+
+    run_id: str
+    index: int
+    encoder_threads: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenderResult:
+    """What a render job produced."""
+
+    index: int
+    start: int
+    stop: int
+    segment: str
+    frames: int
+    seconds: float
+
+
+def run_render(request: RenderRequest, *, storage: Storage,
+               on_frame: Callable[[int], None] | None = None) -> RenderResult:
+    """Render the chunk's frames in order into a segment; `on_frame(done)` after each frame."""
+    began = time.perf_counter()
+    plan = read_plan(request.run_id, storage)
+    chunk = plan.chunk(request.index)
+    video = plan.video
+    source = frame_source(plan.sketch, storage=storage, width=video.width, height=video.height,
+                          rate=video.rate, total_frames=plan.total_frames)
+    tmp = scratch_file(".mp4")
+    try:
+        with SegmentWriter(tmp, video=video, threads=request.encoder_threads) as writer:
+            for done, frame in enumerate(chunk.frames, start=1):
+                pixels = source.frame(frame)
+                writer.write(pixels)
+                if plan.keep_frames:
+                    _store_png(storage, frame_key(plan.run_id, frame), pixels)
+                if on_frame is not None:
+                    on_frame(done)
+        key = segment_key(plan.run_id, chunk.index)
+        storage.put_file(key, tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return RenderResult(index=chunk.index, start=chunk.start, stop=chunk.stop, segment=key,
+                        frames=len(chunk), seconds=time.perf_counter() - began)
+
+
+def _store_png(storage: Storage, key: str, pixels: object) -> None:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG", compress_level=1)  # type: ignore[arg-type]
+    storage.put_bytes(key, buf.getvalue())

@@ -1,0 +1,84 @@
+"""Where frames, segments, plans, sketches and videos live; a backend is chosen by URL.
+
+`open_storage("file:///data")`, `open_storage("memory://test")`, or a bare local path. Each URL
+scheme maps to a class imported only when used, so a cloud SDK is needed only for its scheme.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from framefarm.errors import MissingExtraError, UserError
+from framefarm.storage._base import Storage, check_key
+
+__all__ = ["BACKENDS", "Backend", "Storage", "check_key", "default_scheme", "load_backend",
+           "open_storage", "split_url"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a URL scheme's class lives, the pip extra it needs, and an example URL."""
+
+    module: str
+    cls: str
+    extra: str | None
+    example: str
+
+
+BACKENDS: dict[str, Backend] = {
+    "file": Backend("framefarm.storage.file", "FileStorage", None, "file:///path"),
+    "memory": Backend("framefarm.storage.memory", "MemoryStorage", None, "memory://name"),
+    # A new backend is one line here plus a module whose class has `from_url(url)`, e.g.
+    # "s3": Backend("framefarm.storage.s3", "S3Storage", "aws", "s3://bucket/prefix"),
+}
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_SCHEME_WITHOUT_SLASHES = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):(?!//)")
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """(scheme in lower case, the rest after '://'); the scheme is '' when there is none."""
+    match = _SCHEME.match(url)
+    if match is None:
+        return "", url
+    return match.group(1).lower(), url[match.end():]
+
+
+def load_backend(backends: dict[str, Backend], scheme: str, *, url: str, what: str) -> Any:
+    """The class for `scheme` in `backends`, imported now; a UserError naming `url` otherwise.
+
+    `what` names the thing in messages ("storage", "job log").
+    """
+    backend = backends.get(scheme) if scheme else None
+    if backend is None:
+        known = ", ".join(b.example for b in backends.values())
+        adjective = "unknown" if scheme else "bad"
+        raise UserError(f"{adjective} {what} URL {url!r}: use one of {known}")
+    try:
+        module = importlib.import_module(backend.module)
+    except ImportError as e:
+        # Only a missing third-party package is the user's to fix; our own import bugs are not.
+        if backend.extra is None or (e.name or "").startswith("framefarm"):
+            raise
+        raise MissingExtraError(f"{what} URL {url!r}", backend.extra) from e
+    return getattr(module, backend.cls)
+
+
+def default_scheme(url: str, scheme: str) -> str:
+    """`url`'s scheme, or `scheme` when `url` is a bare path ('s3:bucket' is no bare path)."""
+    found, _ = split_url(url)
+    if found or _SCHEME_WITHOUT_SLASHES.match(url):
+        return found
+    return scheme
+
+
+def open_storage(url: str) -> Storage:
+    """The storage at `url`: file:///abs/dir, file://relative/dir, a bare path, memory://name."""
+    if not url:
+        raise UserError("no storage URL given: use file:///path or a folder")
+    scheme = default_scheme(url, "file")
+    storage: Storage = load_backend(BACKENDS, scheme, url=url, what="storage").from_url(url)
+    return storage

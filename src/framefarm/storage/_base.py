@@ -1,0 +1,133 @@
+"""The Storage interface: the base class validates keys and owns the shared behaviour; a backend
+implements only the `_primitives`."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import secrets
+import shutil
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from framefarm.errors import StorageKeyError, UserError
+
+
+def check_key(key: str) -> str:
+    """A storage key is a relative, '/'-separated path with no empty, '.' or '..' parts."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise UserError(f"bad storage key {key!r}: use a relative path like 'runs/ID/plan.json'")
+    return key
+
+
+class Storage(ABC):
+    """Where frames, segments, plans, sketches and videos live, addressed by key.
+
+    Every write is atomic: a reader sees the old object or the new one, never part of one.
+    """
+
+    url: str
+    """The URL this storage was opened from (`file:///dir`, `s3://bucket/prefix`, `memory://name`)."""
+
+    # -- public API: validation here, work in the primitives --------------------------------
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Store `data` under `key`, replacing what was there, atomically."""
+        self._put_bytes(check_key(key), bytes(data))
+
+    def get_bytes(self, key: str) -> bytes:
+        """The object under `key`; StorageKeyError when there is none."""
+        return self._get_bytes(check_key(key))
+
+    def put_file(self, key: str, path: str | Path) -> None:
+        """Store the file at `path` under `key`, atomically."""
+        self._put_file(check_key(key), Path(path))
+
+    def get_file(self, key: str, path: str | Path) -> Path:
+        """Copy the object under `key` to `path` (written atomically); returns `path`."""
+        dest = Path(path)
+        self._get_file(check_key(key), dest)
+        return dest
+
+    def exists(self, key: str) -> bool:
+        """True when an object is stored under `key`."""
+        return self._exists(check_key(key))
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Every key that starts with `prefix`, sorted."""
+        return sorted(self._list(prefix))
+
+    def delete(self, key: str) -> None:
+        """Remove the object under `key`; no error when there is none."""
+        self._delete(check_key(key))
+
+    def url_for(self, key: str) -> str:
+        """The URL of `key` in this storage, e.g. file:///data/runs/x/plan.json."""
+        return self.url.rstrip("/") + "/" + check_key(key)
+
+    def local_path(self, key: str) -> Path | None:
+        """A local file holding `key`'s object, when this backend has one (no copy); else None."""
+        return None
+
+    # -- primitives a backend implements ------------------------------------------------------
+
+    @abstractmethod
+    def _put_bytes(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def _get_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def _exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def _list(self, prefix: str) -> builtins.list[str]: ...  # `list` is a method here
+
+    @abstractmethod
+    def _delete(self, key: str) -> None: ...
+
+    def _put_file(self, key: str, path: Path) -> None:
+        self._put_bytes(key, path.read_bytes())
+
+    def _get_file(self, key: str, path: Path) -> None:
+        data = self._get_bytes(key)
+        with atomic_file(path) as f:
+            f.write(data)
+
+    def _missing(self, key: str) -> StorageKeyError:
+        return StorageKeyError(self.url_for(key))
+
+
+@contextmanager
+def atomic_file(dest: Path) -> Iterator[BinaryIO]:
+    """A new file next to `dest` to write; renamed over `dest` on success, removed on failure.
+
+    The temporary name starts with '.', so listings can skip it. It is created with mode 0o666
+    less the umask, like any new file (mkstemp's 0o600 would hide videos from other users).
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def copy_file_atomic(src: Path, dest: Path) -> None:
+    """Copy `src` to `dest` through a temporary file in dest's folder, then rename."""
+    with src.open("rb") as s, atomic_file(dest) as f:
+        shutil.copyfileobj(s, f, 1 << 20)

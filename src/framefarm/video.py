@@ -1,0 +1,178 @@
+"""Video with PyAV (FFmpeg + libx264): encode frames into a segment, join segments without
+re-encoding, and probe a finished video.
+
+Colour: frames are converted RGB -> Y'CbCr with the BT.709 matrix, limited range, and the stream
+is tagged BT.709 so players show the colours the sketch drew.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+
+import av
+import numpy as np
+from av.video.reformatter import ColorRange, Colorspace
+
+from framefarm.model import VideoSettings
+
+_BT709 = 1  # ITU-T H.273 code for BT.709 primaries, transfer and matrix
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video file holds, read back from the file itself."""
+
+    frames: int
+    width: int
+    height: int
+    fps: Fraction
+    codec: str
+    pix_fmt: str
+    duration: float
+
+
+class SegmentWriter:
+    """Encode frames one at a time into an H.264 MP4 segment whose first frame is a key frame.
+
+    Frames are streamed to the encoder as they arrive; nothing is held back, so memory does not
+    grow with the number of frames.
+    """
+
+    def __init__(self, path: str | Path, *, video: VideoSettings, threads: int = 0,
+                 faststart: bool = False) -> None:
+        self.path = Path(path)
+        self.video = video
+        options = {"movflags": "+faststart"} if faststart else {}
+        self._container = av.open(str(self.path), mode="w", format="mp4", options=options)
+        stream = self._container.add_stream("libx264", rate=video.rate)
+        stream.width = video.width
+        stream.height = video.height
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = 1 / video.rate
+        ctx = stream.codec_context
+        ctx.time_base = 1 / video.rate
+        ctx.color_primaries = _BT709
+        ctx.color_trc = _BT709
+        ctx.colorspace = _BT709
+        ctx.color_range = int(ColorRange.MPEG)
+        ctx.thread_count = threads
+        ctx.options = {"crf": str(video.crf), "preset": video.preset}
+        self._stream = stream
+        self._count = 0
+
+    @property
+    def frames_written(self) -> int:
+        """How many frames went into the encoder so far."""
+        return self._count
+
+    def write(self, pixels: np.ndarray) -> None:
+        """Encode one frame: a uint8 HxWx3 (RGB) or HxWx4 (RGBA, alpha ignored) array."""
+        fmt = "rgba" if pixels.shape[2] == 4 else "rgb24"
+        frame = av.VideoFrame.from_ndarray(pixels, format=fmt)
+        frame = frame.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709,
+                               dst_color_range=ColorRange.MPEG)
+        frame.pts = self._count
+        frame.time_base = self._stream.time_base
+        self._count += 1
+        self._container.mux(self._stream.encode(frame))
+
+    def close(self) -> None:
+        """Flush the encoder and finish the file."""
+        if self._container is not None:
+            try:
+                self._container.mux(self._stream.encode(None))
+            finally:
+                self._container.close()
+                self._container = None  # type: ignore[assignment]
+
+    def abort(self) -> None:
+        """Close without flushing (after an error); the file is not a valid segment."""
+        if self._container is not None:
+            with contextlib.suppress(Exception):
+                self._container.close()
+            self._container = None  # type: ignore[assignment]
+
+    def __enter__(self) -> SegmentWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def concat_segments(segments: Sequence[tuple[Path, int]], dest: str | Path, *,
+                    rate: Fraction) -> None:
+    """Join H.264 segments into one MP4 without re-encoding.
+
+    `segments` pairs each segment's file with the index of its first frame in the video; each
+    segment's timestamps are shifted by that many frame durations, so order and timing come from
+    the plan, not from file names.
+    """
+    dest = Path(dest)
+    with av.open(str(dest), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
+        out_stream = None
+        last_dts: int | None = None
+        for path, first_frame in segments:
+            with av.open(str(path)) as src:
+                in_stream = src.streams.video[0]
+                if out_stream is None:
+                    out_stream = out.add_stream_from_template(in_stream)
+                tb = in_stream.time_base
+                assert tb is not None
+                shift = round(Fraction(first_frame) / rate / tb)
+                for packet in src.demux(in_stream):
+                    if packet.dts is None:  # the demuxer's empty flush packet
+                        continue
+                    packet.pts = (packet.pts or 0) + shift
+                    packet.dts = packet.dts + shift
+                    if last_dts is not None and packet.dts <= last_dts:
+                        # Segments share encoder settings, so this only happens with a
+                        # reordering delay that differs between segments; keep dts rising.
+                        packet.dts = min(last_dts + 1, packet.pts)
+                    last_dts = packet.dts
+                    packet.stream = out_stream
+                    out.mux(packet)
+        if out_stream is None:
+            raise ValueError("no segments to join")
+
+
+def probe(path: str | Path, *, decode: bool = True) -> VideoInfo:
+    """Read a video's frame count, size, rate and codec; with `decode`, count decoded frames."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.base_rate or Fraction(0)
+        if decode:
+            stream.thread_type = "AUTO"
+            frames = sum(1 for _ in container.decode(stream))
+        else:
+            frames = sum(1 for p in container.demux(stream) if p.size)
+        duration = float(container.duration / av.time_base) if container.duration else 0.0
+        return VideoInfo(frames=frames, width=stream.codec_context.width,
+                         height=stream.codec_context.height, fps=Fraction(rate),
+                         codec=stream.codec_context.name, pix_fmt=stream.codec_context.pix_fmt or "",
+                         duration=duration)
+
+
+def read_frames(path: str | Path) -> list[np.ndarray]:
+    """Decode every frame of a video to RGB arrays (for checks and tests; holds them all)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        return [f.to_ndarray(format="rgb24", src_colorspace=Colorspace.ITU709,
+                             src_color_range=ColorRange.MPEG)
+                for f in container.decode(stream)]
+
+
+def scratch_file(suffix: str = ".mp4", folder: Path | None = None) -> Path:
+    """A fresh temporary file path (the caller removes it)."""
+    with tempfile.NamedTemporaryFile(suffix=suffix, dir=folder, delete=False) as f:
+        return Path(f.name)

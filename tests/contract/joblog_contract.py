@@ -1,0 +1,298 @@
+"""The behaviour every JobLog backend shares, written once (fsspec's tests/abstract style).
+
+A backend's test class subclasses `JobLogContract` and implements `make_joblog`; every test here
+then runs against that backend.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from framefarm.errors import UserError
+from framefarm.joblog import JobLog, StatusConflict, open_joblog
+from framefarm.model import STATUSES, TERMINAL_STATUSES, JobRecord, RunRecord, can_move
+
+RUN = "run-1"
+
+
+class JobLogContract:
+    """Subclass and implement `make_joblog`; a fresh, empty job log per test."""
+
+    def make_joblog(self, tmp_path: Path) -> JobLog:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def joblog(self, tmp_path: Path) -> Iterator[JobLog]:
+        joblog = self.make_joblog(tmp_path)
+        yield joblog
+        joblog.close()
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def test_run_round_trip(self, joblog: JobLog) -> None:
+        plan = {"run_id": RUN, "video": {"width": 64, "fps": "30000/1001"}, "chunks": [[0, 8]]}
+        run = RunRecord(run_id=RUN, created_at="2024-05-01T10:00:00.000Z", plan=plan,
+                        output="out.mp4")
+        joblog.put_run(run)
+        assert joblog.get_run(RUN) == run
+
+    def test_missing_run(self, joblog: JobLog) -> None:
+        assert joblog.get_run("nope") is None
+        assert joblog.runs() == []
+
+    def test_put_run_replaces(self, joblog: JobLog) -> None:
+        joblog.put_run(RunRecord(run_id=RUN, created_at="2024-01-01T00:00:00.000Z"))
+        joblog.put_run(RunRecord(run_id=RUN, created_at="2024-01-01T00:00:00.000Z",
+                                 plan={"size": 3}, output="v.mp4"))
+        assert joblog.get_run(RUN) == RunRecord(run_id=RUN, created_at="2024-01-01T00:00:00.000Z",
+                                                plan={"size": 3}, output="v.mp4")
+        assert len(joblog.runs()) == 1
+
+    def test_stored_plan_is_a_copy(self, joblog: JobLog) -> None:
+        plan = {"chunks": [[0, 1]]}
+        joblog.put_run(RunRecord(run_id=RUN, plan=plan))
+        plan["chunks"].append([1, 2])
+        got = joblog.get_run(RUN)
+        assert got is not None
+        got.plan["chunks"].append([9, 9])
+        assert joblog.get_run(RUN) == RunRecord(run_id=RUN, plan={"chunks": [[0, 1]]})
+
+    def test_runs_newest_first(self, joblog: JobLog) -> None:
+        for run_id, day in [("b", 2), ("a", 3), ("c", 1), ("d", 2)]:
+            joblog.put_run(RunRecord(run_id=run_id, created_at=f"2024-01-0{day}T00:00:00.000Z"))
+        assert [r.run_id for r in joblog.runs()] == ["a", "d", "b", "c"]
+
+    # -- starting jobs ------------------------------------------------------------------------
+
+    def test_start_job(self, joblog: JobLog) -> None:
+        record = joblog.start_job(run_id=RUN, kind="render", index=3, host="box")
+        assert (record.job, record.kind, record.index) == ("render:3", "render", 3)
+        assert record.attempt == 1
+        assert record.status == "RUNNING"
+        assert record.submitted_at and record.started_at == record.submitted_at
+        assert not record.stopped_at
+        assert joblog.get_job(RUN, "render:3", 1) == record
+
+    def test_start_submitted_job_has_not_started(self, joblog: JobLog) -> None:
+        record = joblog.start_job(run_id=RUN, kind="encode", status="SUBMITTED")
+        assert (record.status, record.started_at) == ("SUBMITTED", "")
+
+    def test_start_job_unknown_status(self, joblog: JobLog) -> None:
+        with pytest.raises(UserError, match="unknown job status 'DONE'"):
+            joblog.start_job(run_id=RUN, kind="plan", status="DONE")
+        assert joblog.jobs(RUN) == []
+
+    def test_attempts_are_numbered(self, joblog: JobLog) -> None:
+        attempts = [joblog.start_job(run_id=RUN, kind="render", index=0).attempt
+                    for _ in range(3)]
+        assert attempts == [1, 2, 3]
+        assert joblog.start_job(run_id=RUN, kind="render", index=1).attempt == 1
+        assert joblog.start_job(run_id="other", kind="render", index=0).attempt == 1
+
+    def test_explicit_attempt(self, joblog: JobLog) -> None:
+        record = joblog.start_job(run_id=RUN, kind="plan", attempt=4)
+        assert record.attempt == 4
+        assert joblog.get_job(RUN, "plan", 4) == record
+        assert joblog.start_job(run_id=RUN, kind="plan").attempt == 5
+
+    def test_explicit_attempt_takes_over_submitted(self, joblog: JobLog) -> None:
+        # A runner records the job as SUBMITTED; the job itself then starts that same attempt.
+        submitted = joblog.start_job(run_id=RUN, kind="render", index=2, attempt=1,
+                                     status="SUBMITTED", runner_id="batch-123")
+        started = joblog.start_job(run_id=RUN, kind="render", index=2, attempt=1, host="box")
+        assert started.status == "RUNNING"
+        assert started.submitted_at == submitted.submitted_at
+        assert started.started_at
+        assert (started.host, started.runner_id) == ("box", "batch-123")
+        assert joblog.jobs(RUN) == [started]
+
+    def test_explicit_attempt_that_is_final(self, joblog: JobLog) -> None:
+        done = joblog.start_job(run_id=RUN, kind="encode", attempt=1)
+        done = joblog.update_job(done, status="SUCCEEDED")
+        for status in ("RUNNING", "SUCCEEDED"):
+            with pytest.raises(StatusConflict):
+                joblog.start_job(run_id=RUN, kind="encode", attempt=1, status=status)
+        assert joblog.get_job(RUN, "encode", 1) == done
+
+    def test_fields_round_trip(self, joblog: JobLog) -> None:
+        record = joblog.start_job(run_id=RUN, kind="render", index=7, host="h", frames=3,
+                                  outputs=("runs/run-1/segments/00007.mp4",), trace_id="t" * 32,
+                                  runner_id="arn:x", error="")
+        assert joblog.get_job(RUN, "render:7", 1) == record
+        updated = joblog.update_job(record, frames=8, outputs=["a", "b"], error="boom: ü",
+                                    trace_id="1-abc", runner_id="wf-9", host="h2")
+        assert (updated.frames, updated.outputs, updated.error) == (8, ("a", "b"), "boom: ü")
+        assert (updated.trace_id, updated.runner_id, updated.host) == ("1-abc", "wf-9", "h2")
+        assert joblog.get_job(RUN, "render:7", 1) == updated
+
+    # -- updating jobs ------------------------------------------------------------------------
+
+    def test_update_forwards(self, joblog: JobLog) -> None:
+        record = joblog.start_job(run_id=RUN, kind="render", index=0, status="SUBMITTED")
+        for status in ("PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED"):
+            record = joblog.update_job(record, status=status)
+            assert record.status == status
+            assert joblog.get_job(RUN, "render:0", 1) == record
+        assert record.started_at and record.stopped_at
+
+    def test_update_may_skip_statuses(self, joblog: JobLog) -> None:
+        record = joblog.start_job(run_id=RUN, kind="plan", status="SUBMITTED")
+        assert joblog.update_job(record, status="FAILED", error="no sketch").status == "FAILED"
+
+    def test_update_backwards_raises_and_changes_nothing(self, joblog: JobLog) -> None:
+        record = joblog.start_job(run_id=RUN, kind="render", index=0, frames=2)
+        with pytest.raises(StatusConflict):
+            joblog.update_job(record, status="SUBMITTED", frames=5)
+        assert joblog.get_job(RUN, "render:0", 1) == record
+
+    @pytest.mark.parametrize("final", sorted(TERMINAL_STATUSES))
+    def test_no_change_after_final(self, joblog: JobLog, final: str) -> None:
+        record = joblog.start_job(run_id=RUN, kind="encode")
+        done = joblog.update_job(record, status=final, frames=4)
+        for changes in ({"status": "SUCCEEDED" if final == "FAILED" else "FAILED"},
+                        {"status": "RUNNING"}, {"frames": 5}, {"status": final, "error": "x"}):
+            with pytest.raises(StatusConflict):
+                joblog.update_job(done, **changes)
+            with pytest.raises(StatusConflict):
+                joblog.update_job(record, **changes)  # a stale copy changes nothing either
+        assert joblog.get_job(RUN, "encode", 1) == done
+
+    def test_stale_copy_cannot_change_a_final_record(self, joblog: JobLog) -> None:
+        mine = joblog.start_job(run_id=RUN, kind="render", index=1)
+        joblog.update_job(mine, status="FAILED", error="killed")
+        with pytest.raises(StatusConflict):
+            joblog.update_job(mine, frames=10)
+        stored = joblog.get_job(RUN, "render:1", 1)
+        assert stored is not None and (stored.status, stored.frames) == ("FAILED", 0)
+
+    def test_update_without_status_change(self, joblog: JobLog) -> None:
+        record = joblog.start_job(run_id=RUN, kind="render", index=0)
+        record = joblog.update_job(record, status="RUNNING", frames=1)
+        record = joblog.update_job(record, frames=2)
+        assert (record.status, record.frames) == ("RUNNING", 2)
+        assert joblog.update_job(record) == record
+
+    def test_stopped_at_set_on_final(self, joblog: JobLog) -> None:
+        record = joblog.start_job(run_id=RUN, kind="render", index=0)
+        assert not record.stopped_at
+        done = joblog.update_job(record, status="SUCCEEDED")
+        assert done.stopped_at >= done.started_at >= done.submitted_at
+
+    def test_explicit_stopped_at_is_kept(self, joblog: JobLog) -> None:
+        record = joblog.start_job(run_id=RUN, kind="plan")
+        done = joblog.update_job(record, status="FAILED", stopped_at="2030-01-01T00:00:00.000Z")
+        assert done.stopped_at == "2030-01-01T00:00:00.000Z"
+
+    def test_started_at_set_on_running(self, joblog: JobLog) -> None:
+        record = joblog.start_job(run_id=RUN, kind="plan", status="RUNNABLE")
+        assert not record.started_at
+        assert joblog.update_job(record, status="RUNNING").started_at
+
+    def test_update_unknown_status(self, joblog: JobLog) -> None:
+        record = joblog.start_job(run_id=RUN, kind="plan")
+        with pytest.raises(UserError, match="unknown job status"):
+            joblog.update_job(record, status="done")
+
+    def test_update_missing_record(self, joblog: JobLog) -> None:
+        ghost = JobRecord(run_id=RUN, job="plan", kind="plan", status="RUNNING")
+        with pytest.raises(StatusConflict, match="missing"):
+            joblog.update_job(ghost, frames=1)
+        assert joblog.jobs(RUN) == []
+
+    @pytest.mark.parametrize("field", ["run_id", "job", "attempt", "kind", "index", "colour"])
+    def test_update_cannot_change_identity_or_unknown_fields(self, joblog: JobLog,
+                                                             field: str) -> None:
+        record = joblog.start_job(run_id=RUN, kind="render", index=0)
+        with pytest.raises(TypeError):
+            joblog.update_job(record, **{field: 1})
+        assert joblog.jobs(RUN) == [record]
+
+    def test_status_only_moves_forwards(self, joblog: JobLog) -> None:
+        # Any sequence of status changes, from an up-to-date or a stale copy: the stored status
+        # is what the forward moves alone would give.
+        @settings(max_examples=40, deadline=None)
+        @given(steps=st.lists(st.sampled_from(STATUSES), max_size=8))
+        def check(steps: list[str]) -> None:
+            run_id = uuid.uuid4().hex
+            first = joblog.start_job(run_id=run_id, kind="plan", status="SUBMITTED")
+            latest, expected = first, "SUBMITTED"
+            for i, status in enumerate(steps):
+                holder = first if i % 2 else latest
+                unchanged = status == holder.status and expected not in TERMINAL_STATUSES
+                if can_move(expected, status) or unchanged:
+                    latest = joblog.update_job(holder, status=status)
+                    expected = expected if unchanged else status
+                else:
+                    with pytest.raises(StatusConflict):
+                        joblog.update_job(holder, status=status)
+                stored = joblog.get_job(run_id, "plan", 1)
+                assert stored is not None and stored.status == expected
+
+        check()
+
+    # -- reading jobs -------------------------------------------------------------------------
+
+    def test_jobs_order(self, joblog: JobLog) -> None:
+        joblog.start_job(run_id=RUN, kind="encode")
+        joblog.start_job(run_id=RUN, kind="render", index=10)
+        joblog.start_job(run_id=RUN, kind="render", index=2)
+        joblog.start_job(run_id=RUN, kind="plan")
+        joblog.start_job(run_id=RUN, kind="render", index=2)
+        joblog.start_job(run_id="other", kind="plan")
+        assert [(r.job, r.attempt) for r in joblog.jobs(RUN)] == [
+            ("plan", 1), ("render:2", 1), ("render:2", 2), ("render:10", 1), ("encode", 1)]
+
+    def test_jobs_of_unknown_run(self, joblog: JobLog) -> None:
+        assert joblog.jobs("nope") == []
+        assert joblog.latest_jobs("nope") == []
+        assert joblog.get_job("nope", "plan", 1) is None
+
+    def test_latest_jobs(self, joblog: JobLog) -> None:
+        joblog.start_job(run_id=RUN, kind="plan")
+        first = joblog.start_job(run_id=RUN, kind="render", index=0)
+        joblog.update_job(first, status="FAILED", error="oom")
+        second = joblog.start_job(run_id=RUN, kind="render", index=0)
+        joblog.start_job(run_id=RUN, kind="render", index=1)
+        latest = joblog.latest_jobs(RUN)
+        assert [(r.job, r.attempt) for r in latest] == [("plan", 1), ("render:0", 2),
+                                                        ("render:1", 1)]
+        assert latest[1] == second
+
+    # -- URLs and concurrency -----------------------------------------------------------------
+
+    def test_reopen_url_sees_the_same_records(self, joblog: JobLog) -> None:
+        record = joblog.start_job(run_id=RUN, kind="plan")
+        joblog.put_run(RunRecord(run_id=RUN, plan={"size": 1}))
+        again = open_joblog(joblog.url)
+        assert again.url == joblog.url
+        assert again.jobs(RUN) == [record]
+        assert again.get_run(RUN) == RunRecord(run_id=RUN, plan={"size": 1})
+        again.update_job(record, status="SUCCEEDED")
+        stored = joblog.get_job(RUN, "plan", 1)
+        assert stored is not None and stored.status == "SUCCEEDED"
+
+    def test_threads_start_attempts_at_once(self, joblog: JobLog) -> None:
+        got: list[int] = []
+
+        def start() -> None:
+            for _ in range(10):
+                record = joblog.start_job(run_id=RUN, kind="render", index=0)
+                joblog.update_job(record, status="SUCCEEDED", frames=record.attempt)
+                got.append(record.attempt)
+
+        threads = [threading.Thread(target=start) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(got) == list(range(1, 61))
+        records = joblog.jobs(RUN)
+        assert [r.attempt for r in records] == list(range(1, 61))
+        assert all(r.status == "SUCCEEDED" and r.frames == r.attempt for r in records)

@@ -1,0 +1,237 @@
+"""Every job-log backend against the contract, then what is particular to each, then URLs."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from joblog_contract import JobLogContract
+
+from framefarm.errors import UserError
+from framefarm.joblog import JobLog, StatusConflict, open_joblog
+from framefarm.joblog.memory import MemoryJobLog
+from framefarm.joblog.sqlite import SqliteJobLog
+from framefarm.model import RunRecord
+
+
+class TestSqliteJobLog(JobLogContract):
+    def make_joblog(self, tmp_path: Path) -> JobLog:
+        return SqliteJobLog(tmp_path / "joblog.sqlite3")
+
+    def test_url_has_four_slashes(self, tmp_path: Path) -> None:
+        joblog = SqliteJobLog(tmp_path / "j.db")
+        assert joblog.url == f"sqlite:///{tmp_path}/j.db"
+        assert joblog.url.startswith("sqlite:////")
+
+    def test_wal_mode_and_tables(self, tmp_path: Path) -> None:
+        SqliteJobLog(tmp_path / "j.db").close()
+        with sqlite3.connect(tmp_path / "j.db") as db:
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        assert {"runs", "jobs"} <= tables
+
+    def test_creates_the_parent_folder(self, tmp_path: Path) -> None:
+        SqliteJobLog(tmp_path / "a" / "b" / "j.db")
+        assert (tmp_path / "a" / "b" / "j.db").is_file()
+
+    def test_records_outlive_the_connection(self, tmp_path: Path) -> None:
+        joblog = SqliteJobLog(tmp_path / "j.db")
+        record = joblog.start_job(run_id="r", kind="plan")
+        joblog.close()
+        assert SqliteJobLog(tmp_path / "j.db").jobs("r") == [record]
+        assert joblog.jobs("r") == [record]  # a closed log opens a new connection when used
+
+    def test_folder_that_cannot_be_created(self, tmp_path: Path) -> None:
+        (tmp_path / "a-file").write_bytes(b"")
+        with pytest.raises(UserError) as caught:
+            SqliteJobLog(tmp_path / "a-file" / "j.db")
+        message = str(caught.value)
+        assert str(tmp_path / "a-file" / "j.db") in message
+        assert "FRAMEFARM_JOBLOG" in message and "\n" not in message
+
+    def test_path_that_is_a_folder(self, tmp_path: Path) -> None:
+        with pytest.raises(UserError, match="cannot open job log"):
+            SqliteJobLog(tmp_path)
+
+    def test_file_that_is_not_a_database(self, tmp_path: Path) -> None:
+        (tmp_path / "notes.txt").write_text("hello, this is not SQLite\n" * 100)
+        with pytest.raises(UserError, match=r"cannot open job log .*notes\.txt"):
+            SqliteJobLog(tmp_path / "notes.txt")
+
+    def test_pickles_without_its_connection(self, tmp_path: Path) -> None:
+        joblog = SqliteJobLog(tmp_path / "j.db")
+        record = joblog.start_job(run_id="r", kind="plan")
+        copy = pickle.loads(pickle.dumps(joblog))
+        assert copy.url == joblog.url and copy.jobs("r") == [record]
+
+    @pytest.mark.parametrize("method", ["fork", "spawn"])
+    def test_many_processes_lose_nothing(self, tmp_path: Path, method: str) -> None:
+        if method not in multiprocessing.get_all_start_methods():
+            pytest.skip(f"no {method} on this platform")
+        context: Any = multiprocessing.get_context(method)
+        path = tmp_path / "j.db"
+        target: SqliteJobLog | str
+        if method == "fork":
+            # Children inherit this object and its open connection: they must open their own.
+            target = SqliteJobLog(path)
+            target.start_job(run_id=RUN, kind="plan", status="RUNNABLE")
+        else:
+            # Children open the URL themselves, all creating the file at once.
+            target = "sqlite:///" + str(path)
+        barrier = context.Barrier(WORKERS)
+        results = context.Queue()
+        began = time.monotonic()
+        workers = [context.Process(target=_worker, args=(target, w, barrier, results))
+                   for w in range(WORKERS)]
+        for worker in workers:
+            worker.start()
+        reports = [results.get(timeout=60) for _ in workers]
+        for worker in workers:
+            worker.join(timeout=60)
+        assert [w.exitcode for w in workers] == [0] * WORKERS
+        assert time.monotonic() - began < 30
+
+        joblog = SqliteJobLog(path)
+        jobs = joblog.jobs(RUN)
+        assert len(jobs) == 1 + WORKERS * RENDERS + WORKERS * ENCODES
+        renders = [r for r in jobs if r.kind == "render"]
+        assert [r.index for r in renders] == list(range(WORKERS * RENDERS))
+        for r in renders:
+            worker, i = divmod(r.index or 0, RENDERS)
+            assert (r.status, r.attempt, r.frames, r.host) == ("SUCCEEDED", 1, i + 1, f"w{worker}")
+            assert r.outputs == (f"runs/{RUN}/segments/{r.index:05d}.mp4",)
+            assert r.submitted_at <= r.started_at <= r.stopped_at
+
+        # Every process started encode attempts at once: each number was given out exactly once.
+        encodes = [r for r in jobs if r.kind == "encode"]
+        assert [r.attempt for r in encodes] == list(range(1, WORKERS * ENCODES + 1))
+        handed_out = sorted(a for report in reports for a in report["encode_attempts"])
+        assert handed_out == list(range(1, WORKERS * ENCODES + 1))
+        owner = {a: f"w{report['worker']}" for report in reports for a in report["encode_attempts"]}
+        assert all(r.runner_id == owner[r.attempt] for r in encodes)
+
+        # Every process tried to finish the one plan job: exactly one write won.
+        winners = [report["worker"] for report in reports if report["won_plan"]]
+        assert len(winners) == 1
+        plan_record = joblog.get_job(RUN, "plan", 1)
+        assert plan_record is not None
+        assert plan_record.runner_id == f"w{winners[0]}"
+        assert plan_record.status == ("SUCCEEDED" if winners[0] % 2 == 0 else "FAILED")
+
+
+class TestMemoryJobLog(JobLogContract):
+    def make_joblog(self, tmp_path: Path) -> JobLog:
+        return MemoryJobLog(f"test-{uuid.uuid4().hex}")
+
+    def test_one_object_per_name(self) -> None:
+        name = uuid.uuid4().hex
+        assert open_joblog(f"memory://{name}") is open_joblog(f"memory://{name}")
+        assert open_joblog(f"memory://{name}") is not open_joblog(f"memory://{name}-2")
+
+    def test_same_name_shares_records(self) -> None:
+        name = uuid.uuid4().hex
+        MemoryJobLog(name).put_run(RunRecord(run_id="r"))
+        assert open_joblog(f"memory://{name}").get_run("r") == RunRecord(run_id="r")
+        assert MemoryJobLog(f"{name}-2").runs() == []
+
+    def test_plan_must_be_json_safe(self) -> None:
+        with pytest.raises(TypeError):
+            MemoryJobLog(uuid.uuid4().hex).put_run(RunRecord(run_id="r", plan={"x": object()}))
+
+    def test_clear(self) -> None:
+        joblog = MemoryJobLog(uuid.uuid4().hex)
+        joblog.start_job(run_id="r", kind="plan")
+        joblog.put_run(RunRecord(run_id="r"))
+        joblog.clear()
+        assert (joblog.runs(), joblog.jobs("r")) == ([], [])
+
+
+# -- many processes, one SQLite file ------------------------------------------------------------
+
+RUN = "run-many"
+WORKERS = 6
+RENDERS = 40  # render jobs per worker, each written four times
+ENCODES = 15  # encode attempts per worker, all racing for the next number
+
+
+def _worker(target: SqliteJobLog | str, worker: int, barrier: Any, results: Any) -> None:
+    joblog = open_joblog(target) if isinstance(target, str) else target
+    if isinstance(target, str) and worker == 0:
+        joblog.start_job(run_id=RUN, kind="plan", attempt=1, status="RUNNABLE")
+    barrier.wait()
+    for i in range(RENDERS):
+        index = worker * RENDERS + i
+        record = joblog.start_job(run_id=RUN, kind="render", index=index, status="SUBMITTED")
+        record = joblog.update_job(record, status="RUNNING", host=f"w{worker}")
+        record = joblog.update_job(record, frames=i + 1)
+        joblog.update_job(record, status="SUCCEEDED",
+                          outputs=[f"runs/{RUN}/segments/{index:05d}.mp4"])
+    attempts = [joblog.start_job(run_id=RUN, kind="encode", runner_id=f"w{worker}").attempt
+                for _ in range(ENCODES)]
+    plan = None
+    while plan is None:  # the plan record is written by worker 0 in the spawn case
+        plan = joblog.get_job(RUN, "plan", 1)
+    try:
+        joblog.update_job(plan, status="SUCCEEDED" if worker % 2 == 0 else "FAILED",
+                          runner_id=f"w{worker}")
+        won = True
+    except StatusConflict:
+        won = False
+    results.put({"worker": worker, "pid": os.getpid(), "encode_attempts": attempts,
+                 "won_plan": won})
+
+
+# -- open_joblog ---------------------------------------------------------------------------------
+
+
+def test_sqlite_url_relative(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    joblog = open_joblog("sqlite:///data/j.db")
+    assert isinstance(joblog, SqliteJobLog)
+    assert joblog.path == tmp_path / "data" / "j.db"
+    assert joblog.url == f"sqlite:///{tmp_path}/data/j.db"
+
+
+def test_sqlite_url_absolute(tmp_path: Path) -> None:
+    joblog = open_joblog(f"sqlite:///{tmp_path}/j.db")
+    assert isinstance(joblog, SqliteJobLog)
+    assert joblog.path == tmp_path / "j.db"
+    assert open_joblog(joblog.url).url == joblog.url
+
+
+def test_bare_path_is_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    joblog = open_joblog("j.db")
+    assert isinstance(joblog, SqliteJobLog) and joblog.path == tmp_path / "j.db"
+
+
+@pytest.mark.parametrize("url", ["sqlite://j.db", "sqlite:///", "sqlite:///:memory:",
+                                 "sqlite:j.db"])
+def test_bad_sqlite_url(url: str) -> None:
+    with pytest.raises(UserError, match=f"bad job log URL {url!r}"):
+        open_joblog(url)
+
+
+def test_memory_url() -> None:
+    joblog = open_joblog("memory://named")
+    assert isinstance(joblog, MemoryJobLog) and joblog.url == "memory://named"
+
+
+@pytest.mark.parametrize("url", ["postgres://db", "dynamodb://table", "file:///tmp/j.db"])
+def test_unknown_scheme(url: str) -> None:
+    with pytest.raises(UserError) as caught:
+        open_joblog(url)
+    assert str(caught.value) == (f"unknown job log URL {url!r}: "
+                                 "use one of sqlite:///path, memory://name")
+
+
+def test_no_url() -> None:
+    with pytest.raises(UserError, match="no job log URL"):
+        open_joblog("")

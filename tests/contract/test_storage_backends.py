@@ -1,0 +1,230 @@
+"""Every storage backend against the contract, then what is particular to each, then URLs."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from storage_contract import StorageContract
+
+from framefarm.errors import MissingExtraError, UserError
+from framefarm.storage import BACKENDS, Backend, Storage, open_storage, split_url
+from framefarm.storage.file import FileStorage
+from framefarm.storage.memory import MemoryStorage
+
+
+class TestFileStorage(StorageContract):
+    def make_storage(self, tmp_path: Path) -> Storage:
+        return FileStorage(tmp_path / "store")
+
+    def test_url_is_the_root_as_uri(self, tmp_path: Path) -> None:
+        assert FileStorage(tmp_path / "a b").url == (tmp_path / "a b").as_uri()
+
+    def test_objects_are_plain_files(self, tmp_path: Path) -> None:
+        storage = FileStorage(tmp_path / "store")
+        storage.put_bytes("runs/r1/plan.json", b"{}")
+        path = tmp_path / "store" / "runs" / "r1" / "plan.json"
+        assert path.read_bytes() == b"{}"
+        assert storage.local_path("runs/r1/plan.json") == path
+        assert storage.local_path("runs/r1") is None
+
+    def test_root_is_created_on_first_write(self, tmp_path: Path) -> None:
+        storage = FileStorage(tmp_path / "later" / "store")
+        assert storage.list() == []
+        assert not storage.exists("k")
+        assert not (tmp_path / "later").exists()
+        storage.put_bytes("k", b"v")
+        assert (tmp_path / "later" / "store" / "k").is_file()
+
+    def test_temporary_files_are_not_listed(self, tmp_path: Path) -> None:
+        storage = FileStorage(tmp_path)
+        storage.put_bytes("runs/r/k", b"v")
+        (tmp_path / "runs" / "r" / ".k.1234abcd").write_bytes(b"half")
+        assert storage.list() == ["runs/r/k"]
+
+    def test_root_that_cannot_be_created(self, tmp_path: Path) -> None:
+        (tmp_path / "a-file").write_bytes(b"")
+        storage = FileStorage(tmp_path / "a-file" / "store")
+        with pytest.raises(UserError) as caught:
+            storage.put_bytes("k", b"v")
+        message = str(caught.value)
+        assert str(tmp_path / "a-file" / "store") in message
+        assert "FRAMEFARM_STORAGE" in message
+        assert "\n" not in message
+
+    def test_root_that_is_a_file(self, tmp_path: Path) -> None:
+        (tmp_path / "store").write_bytes(b"")
+        src = tmp_path / "src"
+        src.write_bytes(b"v")
+        with pytest.raises(UserError, match="cannot write to storage folder"):
+            FileStorage(tmp_path / "store").put_file("k", src)
+
+    @pytest.mark.skipif(sys.platform == "win32" or os.geteuid() == 0,
+                        reason="root may write anywhere")
+    def test_root_without_write_permission(self, tmp_path: Path) -> None:
+        (tmp_path / "locked").mkdir(mode=0o500)
+        with pytest.raises(UserError, match="cannot write to storage folder"):
+            FileStorage(tmp_path / "locked" / "store").put_bytes("k", b"v")
+
+    def test_permission_denied(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        # The same path as a read-only folder, for runs as root (who may write anywhere).
+        def deny(*args: object) -> int:
+            raise PermissionError(errno.EACCES, "Permission denied", str(args[0]))
+
+        monkeypatch.setattr(os, "open", deny)
+        with pytest.raises(UserError, match=r"cannot write to storage folder .*Permission denied"):
+            FileStorage(tmp_path / "store").put_bytes("k", b"v")
+
+    def test_key_below_an_object(self, tmp_path: Path) -> None:
+        storage = FileStorage(tmp_path)
+        storage.put_bytes("a", b"object")
+        with pytest.raises(UserError, match="'a/b'"):
+            storage.put_bytes("a/b", b"v")
+        assert storage.get_bytes("a") == b"object"
+
+    def test_missing_source_file_is_not_a_storage_error(self, tmp_path: Path) -> None:
+        with pytest.raises(FileNotFoundError):
+            FileStorage(tmp_path / "store").put_file("k", tmp_path / "no-such-file")
+
+    def test_pickles(self, tmp_path: Path) -> None:
+        storage = FileStorage(tmp_path)
+        storage.put_bytes("k", b"v")
+        assert pickle.loads(pickle.dumps(storage)).get_bytes("k") == b"v"
+
+
+class TestMemoryStorage(StorageContract):
+    def make_storage(self, tmp_path: Path) -> Storage:
+        return MemoryStorage(f"test-{uuid.uuid4().hex}")
+
+    def test_one_object_per_name(self) -> None:
+        name = uuid.uuid4().hex
+        assert open_storage(f"memory://{name}") is open_storage(f"memory://{name}")
+        assert open_storage(f"memory://{name}") is not open_storage(f"memory://{name}-other")
+
+    def test_same_name_shares_objects(self) -> None:
+        name = uuid.uuid4().hex
+        MemoryStorage(name).put_bytes("k", b"v")
+        assert open_storage(f"memory://{name}").get_bytes("k") == b"v"
+        assert MemoryStorage(f"{name}-other").list() == []
+
+    def test_prefix_view(self) -> None:
+        name = uuid.uuid4().hex
+        view = open_storage(f"memory://{name}/runs/r1")
+        view.put_bytes("plan.json", b"{}")
+        assert MemoryStorage(name).list() == ["runs/r1/plan.json"]
+        assert view.url_for("plan.json") == f"memory://{name}/runs/r1/plan.json"
+
+    def test_bad_prefix(self) -> None:
+        with pytest.raises(UserError, match="bad storage URL"):
+            MemoryStorage("name/../up")
+
+    def test_clear(self) -> None:
+        storage = MemoryStorage(uuid.uuid4().hex)
+        storage.put_bytes("k", b"v")
+        storage.clear()
+        assert storage.list() == []
+
+    def test_pickle_keeps_the_name(self) -> None:
+        storage = MemoryStorage(uuid.uuid4().hex)
+        storage.put_bytes("k", b"v")
+        assert pickle.loads(pickle.dumps(storage)).get_bytes("k") == b"v"
+
+
+# -- open_storage ------------------------------------------------------------------------------
+
+
+def test_file_url_absolute(tmp_path: Path) -> None:
+    storage = open_storage(tmp_path.as_uri())
+    assert isinstance(storage, FileStorage)
+    assert storage.root == tmp_path
+    assert storage.url == tmp_path.as_uri()
+
+
+def test_file_url_with_escapes(tmp_path: Path) -> None:
+    folder = tmp_path / "with space"
+    storage = open_storage(folder.as_uri())
+    assert isinstance(storage, FileStorage)
+    assert storage.root == folder
+
+
+def test_file_url_relative(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    storage = open_storage("file://data/store")
+    assert isinstance(storage, FileStorage)
+    assert storage.root == tmp_path / "data" / "store"
+    assert storage.url == (tmp_path / "data" / "store").as_uri()
+
+
+@pytest.mark.parametrize("path", ["data", "./data", "data/../data"])
+def test_bare_relative_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    storage = open_storage(path)
+    assert isinstance(storage, FileStorage)
+    assert storage.root == tmp_path / "data"
+
+
+def test_bare_absolute_path(tmp_path: Path) -> None:
+    storage = open_storage(str(tmp_path))
+    assert isinstance(storage, FileStorage)
+    assert storage.root == tmp_path
+
+
+def test_scheme_is_case_insensitive(tmp_path: Path) -> None:
+    assert isinstance(open_storage("FILE://" + str(tmp_path)), FileStorage)
+
+
+def test_memory_url() -> None:
+    storage = open_storage("memory://named")
+    assert isinstance(storage, MemoryStorage)
+    assert storage.url == "memory://named"
+
+
+@pytest.mark.parametrize("url", ["ftp://x", "s3x://bucket", "dynamodb://table"])
+def test_unknown_scheme(url: str) -> None:
+    with pytest.raises(UserError) as caught:
+        open_storage(url)
+    message = str(caught.value)
+    assert message == f"unknown storage URL {url!r}: use one of file:///path, memory://name"
+
+
+@pytest.mark.parametrize("url", ["s3:bucket", "memory:name", "file:data"])
+def test_scheme_without_slashes_is_not_a_path(url: str) -> None:
+    with pytest.raises(UserError, match=f"bad storage URL {url!r}: use one of file:///path"):
+        open_storage(url)
+
+
+@pytest.mark.parametrize("url", ["", "file://"])
+def test_no_folder(url: str) -> None:
+    with pytest.raises(UserError):
+        open_storage(url)
+
+
+def test_error_lists_every_registered_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(BACKENDS, "s3", Backend("framefarm.storage.s3", "S3Storage", "aws",
+                                                "s3://bucket/prefix"))
+    with pytest.raises(UserError, match="file:///path, memory://name, s3://bucket/prefix"):
+        open_storage("gs://bucket")
+
+
+def test_missing_extra_gives_the_pip_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A backend module whose SDK is not installed: the import fails on a third-party name.
+    monkeypatch.setitem(BACKENDS, "fake", Backend("no_such_sdk_for_framefarm", "Fake", "aws",
+                                                  "fake://x"))
+    with pytest.raises(MissingExtraError, match=r"pip install 'framefarm\[aws\]'"):
+        open_storage("fake://x")
+
+
+@pytest.mark.parametrize(("url", "parts"), [
+    ("file:///a/b", ("file", "/a/b")),
+    ("S3://bucket/p", ("s3", "bucket/p")),
+    ("memory://", ("memory", "")),
+    ("/plain/path", ("", "/plain/path")),
+    ("C:\\data", ("", "C:\\data")),
+])
+def test_split_url(url: str, parts: tuple[str, str]) -> None:
+    assert split_url(url) == parts
