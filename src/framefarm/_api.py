@@ -1,4 +1,5 @@
-"""`framefarm.render()`: the Python face of `framefarm render`."""
+"""`framefarm.render()`: the Python face of `framefarm render`, and the one place that turns
+render settings into job-contract variables."""
 
 from __future__ import annotations
 
@@ -9,24 +10,38 @@ from framefarm.errors import SketchError, UserError
 from framefarm.runners import RunRequest, RunResult, open_runner
 
 
+def contract_env(*, sketch: str, output: Path, storage: str, joblog: str,
+                 frames: int | None = None, per_job: int | None = None,
+                 fps: str | float | None = None, size: tuple[int, int] | None = None,
+                 crf: int | None = None, preset: str | None = None, run_id: str | None = None,
+                 keep_frames: bool = False) -> dict[str, str]:
+    """The job contract's variables for one run; settings left as None are the plan's to choose."""
+    env = {config.SKETCH: sketch, config.STORAGE: storage, config.JOBLOG: joblog,
+           config.OUTPUT: str(output)}
+    optional = {
+        config.RUN_ID: run_id, config.TOTAL_FRAMES: frames, config.FRAMES_PER_RENDER_JOB: per_job,
+        config.FPS: fps, config.WIDTH: size[0] if size else None,
+        config.HEIGHT: size[1] if size else None, config.CRF: crf, config.PRESET: preset,
+        config.KEEP_FRAMES: "1" if keep_frames else None,
+    }
+    env.update({name: str(value) for name, value in optional.items() if value is not None})
+    return env
+
+
 def render(sketch: str, output: str | Path, *, frames: int | None = None,
            per_job: int | None = None, fps: str | float | None = None,
            size: tuple[int, int] | None = None, workers: int | None = None,
            storage: str | None = None, joblog: str | None = None, crf: int | None = None,
-           preset: str | None = None, run_id: str | None = None,
+           preset: str | None = None, run_id: str | None = None, keep_frames: bool = False,
            runner: str = "local") -> RunResult:
     """Render `sketch` to the video `output`; raises SketchError/UserError when the run fails."""
-    output_path = Path(output).expanduser().resolve()
-    env = {
-        config.SKETCH: str(Path(sketch).resolve()) if Path(sketch).is_file() else sketch,
-        config.STORAGE: str(config.resolve(storage, config.STORAGE, config.default_storage_url())),
-        config.JOBLOG: str(config.resolve(joblog, config.JOBLOG, config.default_joblog_url())),
-        config.OUTPUT: str(output_path),
-    }
-    optional = {config.TOTAL_FRAMES: frames, config.FRAMES_PER_RENDER_JOB: per_job,
-                config.FPS: fps, config.CRF: crf, config.PRESET: preset, config.RUN_ID: run_id,
-                config.WIDTH: size[0] if size else None, config.HEIGHT: size[1] if size else None}
-    env.update({k: str(v) for k, v in optional.items() if v is not None})
+    env = contract_env(
+        sketch=str(Path(sketch).resolve()) if Path(sketch).is_file() else sketch,
+        output=Path(output).expanduser().resolve(),
+        storage=str(config.resolve(storage, config.STORAGE, config.default_storage_url())),
+        joblog=str(config.resolve(joblog, config.JOBLOG, config.default_joblog_url())),
+        frames=frames, per_job=per_job, fps=fps, size=size, crf=crf, preset=preset,
+        run_id=run_id, keep_frames=keep_frames)
     result = open_runner(runner, workers=workers).run(RunRequest(env=env))
     if not result.succeeded:
         first = result.failures[0] if result.failures else None

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from framefarm import config
+from framefarm._api import contract_env
 from framefarm.cli import check_output_path
 from framefarm.errors import UserError
 from framefarm.joblog import open_joblog
@@ -27,27 +28,6 @@ def _sketch_location(sketch: str) -> str:
     return str(path.resolve())
 
 
-def contract_env(args: argparse.Namespace, *, storage_url: str, joblog_url: str,
-                 output: Path) -> dict[str, str]:
-    """The job contract for this run, from the flags."""
-    env = {
-        config.SKETCH: _sketch_location(args.sketch),
-        config.STORAGE: storage_url,
-        config.JOBLOG: joblog_url,
-        config.OUTPUT: str(output),
-    }
-    optional = {
-        config.RUN_ID: args.run_id, config.TOTAL_FRAMES: args.frames,
-        config.FRAMES_PER_RENDER_JOB: args.per_job, config.FPS: args.fps,
-        config.WIDTH: args.size[0] if args.size else None,
-        config.HEIGHT: args.size[1] if args.size else None,
-        config.CRF: args.crf, config.PRESET: args.preset,
-        config.KEEP_FRAMES: "1" if args.keep_frames else None,
-    }
-    env.update({name: str(value) for name, value in optional.items() if value is not None})
-    return env
-
-
 def render_command(args: argparse.Namespace) -> int:
     """Run `framefarm render`; returns the exit code."""
     began = time.perf_counter()
@@ -59,7 +39,10 @@ def render_command(args: argparse.Namespace) -> int:
     if args.runner == "local" and "memory://" in (storage.url + joblog.url):
         raise UserError("memory:// storage and job logs live in one process; local worker "
                         "processes cannot share them: use file:// and sqlite:/// (the defaults)")
-    env = contract_env(args, storage_url=storage.url, joblog_url=joblog.url, output=output)
+    env = contract_env(sketch=_sketch_location(args.sketch), output=output, storage=storage.url,
+                       joblog=joblog.url, frames=args.frames, per_job=args.per_job, fps=args.fps,
+                       size=args.size, crf=args.crf, preset=args.preset, run_id=args.run_id,
+                       keep_frames=args.keep_frames)
     runner = open_runner(args.runner, workers=args.workers)
     display: ProgressDisplay | None = None
 
@@ -67,7 +50,7 @@ def render_command(args: argparse.Namespace) -> int:
         nonlocal display
         if display is None:
             display = ProgressDisplay(progress.total_frames)
-        display.update(progress.frames_done)
+        display.update(progress.frames_done, elapsed=progress.elapsed)
 
     result = runner.run(RunRequest(env=env), on_progress=on_progress)
     if display is not None:
@@ -83,18 +66,22 @@ def render_command(args: argparse.Namespace) -> int:
 
 def _report_failure(result: RunResult, *, joblog_url: str) -> int:
     first = result.failures[0] if result.failures else None
+    if first is None:
+        print(f"framefarm: run {result.run_id} FAILED", file=sys.stderr)
+        return 1
     renders = [f for f in result.failures if f.job.startswith("render")]
+    if not renders and first.exit_code == UserError.exit_code and "\n" not in first.error:
+        print(f"framefarm: {first.error}", file=sys.stderr)  # bad input: one line
+        return first.exit_code
     if renders:
         head = (f"run {result.run_id} FAILED: {len(renders)} render job(s) failed; the other "
                 f"chunks finished and their segments are kept in storage")
     else:
-        head = f"run {result.run_id} FAILED in {first.job if first else 'a job'}"
-    print(f"framefarm: {head}", file=sys.stderr)
-    if first is not None:
-        print(first.error, file=sys.stderr)
+        head = f"run {result.run_id} FAILED in {first.job}"
+    print(f"framefarm: {head}\n{first.error}", file=sys.stderr)
     print(f"framefarm: see `framefarm status {result.run_id} --joblog {joblog_url}`",
           file=sys.stderr)
-    return first.exit_code if first is not None and first.exit_code else 1
+    return first.exit_code or 1
 
 
 def _human_bytes(size: int) -> str:

@@ -33,7 +33,11 @@ def can_move(old: str, new: str) -> bool:
 def parse_fps(text: str | float | int | Fraction) -> Fraction:
     """Frames per second as an exact fraction: "30", "29.97", "30000/1001" or a number."""
     value = Fraction(str(text)) if not isinstance(text, Fraction) else text
-    if "." in str(text):
+    if value.denominator != 1 and "/" not in str(text):
+        # 29.97, 23.976, 59.94 ... are the NTSC rates N*1000/1001, written short.
+        ntsc = round(value * Fraction(1001, 1000))
+        if ntsc and abs(value * Fraction(1001, 1000) - ntsc) < Fraction(1, 100):
+            return Fraction(ntsc * 1000, 1001)
         value = value.limit_denominator(1001)
     return value
 
@@ -87,6 +91,8 @@ class Plan:
     output: str = ""
     keep_frames: bool = False
     created_at: str = ""
+    sketch_name: str = ""
+    """The sketch as the user named it (its path), for messages and tracebacks."""
 
     @property
     def size(self) -> int:

@@ -45,10 +45,13 @@ class ProgressDisplay:
         filled = int(_BAR_WIDTH * fraction)
         return f"[{'#' * filled}{'-' * (_BAR_WIDTH - filled)}] {stats}"
 
-    def update(self, done: int) -> None:
-        """Frames done so far; draws when enough time has passed."""
+    def update(self, done: int, *, elapsed: float | None = None) -> None:
+        """Frames done so far, `elapsed` seconds into the work (default: since this display was
+        made); draws when enough time has passed since the last drawing."""
         self._done = max(self._done, min(done, self.total))
         now = time.monotonic()
+        if elapsed is not None:
+            self._began = now - elapsed
         if now - self._last_draw >= self._interval and self._done != self._drawn:
             self._draw(now)
 

@@ -64,6 +64,7 @@ class SegmentWriter:
         ctx.thread_count = threads
         ctx.options = {"crf": str(video.crf), "preset": video.preset}
         self._stream = stream
+        self._frame_time_base = 1 / video.rate
         self._count = 0
 
     @property
@@ -78,7 +79,7 @@ class SegmentWriter:
         frame = frame.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709,
                                dst_color_range=ColorRange.MPEG)
         frame.pts = self._count
-        frame.time_base = self._stream.time_base
+        frame.time_base = self._frame_time_base
         self._count += 1
         self._container.mux(self._stream.encode(frame))
 
@@ -109,18 +110,34 @@ class SegmentWriter:
             self.abort()
 
 
+def _reorder_delay(path: Path, frame_duration: Fraction) -> int:
+    """How many frames a segment's decode timestamps start before its first shown frame."""
+    with av.open(str(path)) as src:
+        for packet in src.demux(video=0):
+            if packet.dts is not None and packet.time_base is not None:
+                return max(0, round(-packet.dts * packet.time_base / frame_duration))
+    return 0
+
+
 def concat_segments(segments: Sequence[tuple[Path, int]], dest: str | Path, *,
                     rate: Fraction) -> None:
     """Join H.264 segments into one MP4 without re-encoding.
 
     `segments` pairs each segment's file with the index of its first frame in the video; each
-    segment's timestamps are shifted by that many frame durations, so order and timing come from
-    the plan, not from file names.
+    segment's presentation timestamps are shifted by that many frame durations, so order and
+    timing come from the plan, not from file names. Decode timestamps are renumbered one frame
+    apart with the largest reordering delay of any segment (x264 uses less B-frame delay in very
+    short segments), which keeps them rising, never after their frame is shown, and the frame
+    rate readable from the file.
     """
+    if not segments:
+        raise ValueError("no segments to join")
+    frame_duration = 1 / rate
+    delay = max(_reorder_delay(path, frame_duration) for path, _ in segments)
     dest = Path(dest)
     with av.open(str(dest), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
         out_stream = None
-        last_dts: int | None = None
+        decoded = 0  # packets joined so far
         for path, first_frame in segments:
             with av.open(str(path)) as src:
                 in_stream = src.streams.video[0]
@@ -128,21 +145,16 @@ def concat_segments(segments: Sequence[tuple[Path, int]], dest: str | Path, *,
                     out_stream = out.add_stream_from_template(in_stream)
                 tb = in_stream.time_base
                 assert tb is not None
-                shift = round(Fraction(first_frame) / rate / tb)
+                step = frame_duration / tb
+                shift = round(first_frame * step)
                 for packet in src.demux(in_stream):
                     if packet.dts is None:  # the demuxer's empty flush packet
                         continue
                     packet.pts = (packet.pts or 0) + shift
-                    packet.dts = packet.dts + shift
-                    if last_dts is not None and packet.dts <= last_dts:
-                        # Segments share encoder settings, so this only happens with a
-                        # reordering delay that differs between segments; keep dts rising.
-                        packet.dts = min(last_dts + 1, packet.pts)
-                    last_dts = packet.dts
+                    packet.dts = round((decoded - delay) * step)
+                    decoded += 1
                     packet.stream = out_stream
                     out.mux(packet)
-        if out_stream is None:
-            raise ValueError("no segments to join")
 
 
 def probe(path: str | Path, *, decode: bool = True) -> VideoInfo:

@@ -20,6 +20,8 @@ class Progress:
     frames_done: int
     chunks: int
     chunks_done: int
+    elapsed: float
+    """Seconds since the render jobs were started."""
 
 
 @dataclass(frozen=True, kw_only=True)

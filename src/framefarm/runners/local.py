@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
@@ -64,6 +65,7 @@ class LocalRunner(Runner):
         total = int(plan.result["total_frames"])
         _, joblog = _open(env)
         failures: list[JobOutcome] = []
+        began = time.monotonic()
         with self._pool(min(self.workers, chunks)) as pool:
             pending: set[Future[JobOutcome]] = {
                 pool.submit(run_contract_job,
@@ -76,7 +78,8 @@ class LocalRunner(Runner):
                                              return_when=FIRST_COMPLETED)
                     failures.extend(f.result() for f in finished if not f.result().succeeded)
                     if on_progress is not None:
-                        on_progress(self._progress(joblog, run_id, total, chunks))
+                        on_progress(self._progress(joblog, run_id, total, chunks,
+                                                   time.monotonic() - began))
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
@@ -95,8 +98,9 @@ class LocalRunner(Runner):
         return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context)
 
     @staticmethod
-    def _progress(joblog: JobLog, run_id: str, total: int, chunks: int) -> Progress:
+    def _progress(joblog: JobLog, run_id: str, total: int, chunks: int,
+                  elapsed: float) -> Progress:
         latest = [r for r in joblog.latest_jobs(run_id) if r.kind == "render"]
         return Progress(run_id=run_id, total_frames=total,
                         frames_done=sum(r.frames for r in latest), chunks=chunks,
-                        chunks_done=sum(r.status == "SUCCEEDED" for r in latest))
+                        chunks_done=sum(r.status == "SUCCEEDED" for r in latest), elapsed=elapsed)

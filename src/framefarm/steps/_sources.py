@@ -33,12 +33,13 @@ def fetch_to_local(url: str, storage: Storage | None = None) -> Path:
 
 
 def frame_source(location: str, *, storage: Storage, width: int, height: int, rate: Fraction,
-                 total_frames: int) -> FrameSource:
+                 total_frames: int, display_name: str = "") -> FrameSource:
     """The process's FrameSource for this sketch and video; setup() runs on first use only."""
     cache_key = (location, width, height, rate, total_frames)
     source = _sources.get(cache_key)
     if source is None:
-        sketch = load_sketch(location, storage_loader=lambda url: fetch_to_local(url, storage))
+        sketch = load_sketch(location, storage_loader=lambda url: fetch_to_local(url, storage),
+                             display_name=display_name or None)
         source = FrameSource(sketch, width=width, height=height, fps=rate,
                              total_frames=total_frames)
         _sources[cache_key] = source

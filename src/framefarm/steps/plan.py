@@ -64,13 +64,14 @@ def default_frames_per_job(total_frames: int, workers: int) -> int:
 
 
 def make_plan(*, run_id: str, sketch: str, total_frames: int, frames_per_job: int,
-              video: VideoSettings, output: str = "", keep_frames: bool = False) -> Plan:
+              video: VideoSettings, output: str = "", keep_frames: bool = False,
+              sketch_name: str = "") -> Plan:
     """The plan, a pure function: ceil(N / K) chunks, chunk i = frames [iK, min((i+1)K, N))."""
     total_frames = check_positive("frames", total_frames)
     frames_per_job = check_positive("frames per job", frames_per_job)
     return Plan(run_id=run_id, sketch=sketch, total_frames=total_frames,
                 frames_per_job=frames_per_job, video=video, output=output,
-                keep_frames=keep_frames,
+                keep_frames=keep_frames, sketch_name=sketch_name,
                 created_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"))
 
 
@@ -122,7 +123,8 @@ def run_plan(request: PlanRequest, *, storage: Storage) -> Plan:
     plan = make_plan(run_id=request.run_id or new_run_id(), sketch=store_sketch(sketch, storage),
                      total_frames=total, frames_per_job=per_job,
                      video=resolve_video(request, sketch), output=request.output,
-                     keep_frames=request.keep_frames)
+                     keep_frames=request.keep_frames,
+                     sketch_name=str(sketch.source) if sketch.source else sketch.location)
     storage.put_bytes(plan_key(plan.run_id), plan.to_json().encode())
     return plan
 

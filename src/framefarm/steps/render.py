@@ -43,7 +43,8 @@ def run_render(request: RenderRequest, *, storage: Storage,
     chunk = plan.chunk(request.index)
     video = plan.video
     source = frame_source(plan.sketch, storage=storage, width=video.width, height=video.height,
-                          rate=video.rate, total_frames=plan.total_frames)
+                          rate=video.rate, total_frames=plan.total_frames,
+                          display_name=plan.sketch_name)
     tmp = scratch_file(".mp4")
     try:
         with SegmentWriter(tmp, video=video, threads=request.encoder_threads) as writer:

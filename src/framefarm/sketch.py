@@ -1,0 +1,234 @@
+"""Creative code: load a sketch, give it a FrameContext per frame, and turn what it returns into
+pixels the encoder takes.
+
+A sketch is a .py file, a `package.module:function`, or a storage URL of a .py file, with
+`render(ctx)` and optional `setup(ctx)`; module-level WIDTH, HEIGHT, FPS, FRAMES and SEED give
+defaults.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import linecache
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from framefarm._frames import to_array
+from framefarm.errors import SketchError, UserError
+from framefarm.model import parse_fps
+
+__all__ = ["FrameContext", "FrameSource", "Sketch", "SketchDefaults", "load_sketch", "to_array"]
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class SketchDefaults:
+    """The sketch's module-level WIDTH, HEIGHT, FPS and FRAMES, when it sets them."""
+
+    width: int | None = None
+    height: int | None = None
+    fps: str | None = None
+    frames: int | None = None
+
+
+@dataclass(slots=True)
+class FrameContext:
+    """What `render(ctx)` and `setup(ctx)` get. In `setup`, `frame` is 0 and `rng` is seeded
+    for set-up only; `state` is what `setup` returned (None without a setup)."""
+
+    frame: int
+    t: float
+    fps: float
+    width: int
+    height: int
+    total_frames: int
+    rng: np.random.Generator
+    state: Any = None
+
+    @property
+    def progress(self) -> float:
+        """0.0 on the first frame, 1.0 on the last."""
+        return self.frame / (self.total_frames - 1) if self.total_frames > 1 else 0.0
+
+
+@dataclass
+class Sketch:
+    """A loaded sketch: its functions, defaults and where it came from."""
+
+    location: str
+    render: Callable[[FrameContext], object]
+    setup: Callable[[FrameContext], object] | None
+    defaults: SketchDefaults
+    seed: int
+    source: Path | None
+    module: ModuleType = field(repr=False)
+
+    display_name: str | None = None
+
+    @property
+    def name(self) -> str:
+        """How messages name the sketch: its file name or module:function."""
+        if self.display_name:
+            return Path(self.display_name).name
+        return self.source.name if self.source else self.location
+
+
+def sketch_traceback(exc: BaseException) -> str:
+    """The exception's traceback with framefarm's own frames left out: only the user's code."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not os.path.abspath(f.filename).startswith(_PACKAGE_DIR + os.sep)]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames),
+             *traceback.format_exception_only(exc)]
+    return "".join(lines).rstrip()
+
+
+def _positive_int(sketch: str, name: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UserError(f"sketch {sketch}: {name} = {value!r} must be a whole number above 0")
+    return value
+
+
+def _read_defaults(sketch: str, module: ModuleType) -> tuple[SketchDefaults, int]:
+    fps = getattr(module, "FPS", None)
+    if fps is not None:
+        try:
+            if isinstance(fps, bool) or parse_fps(fps) <= 0:
+                raise ValueError
+        except (ValueError, TypeError, ZeroDivisionError):
+            raise UserError(f"sketch {sketch}: FPS = {fps!r} must be a positive number "
+                            "like 30, 29.97 or '30000/1001'") from None
+    seed = getattr(module, "SEED", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UserError(f"sketch {sketch}: SEED = {seed!r} must be a whole number of 0 or more")
+    defaults = SketchDefaults(
+        width=_positive_int(sketch, "WIDTH", getattr(module, "WIDTH", None)),
+        height=_positive_int(sketch, "HEIGHT", getattr(module, "HEIGHT", None)),
+        fps=None if fps is None else str(fps),
+        frames=_positive_int(sketch, "FRAMES", getattr(module, "FRAMES", None)))
+    return defaults, seed
+
+
+def _exec_file(path: Path, label: str, display_name: str | None = None) -> ModuleType:
+    """Run the sketch file as a fresh module; tracebacks name `display_name` (the user's own
+    file) when the code runs from a copy, such as the content-addressed one in storage."""
+    name = f"framefarm_sketch_{path.stem}_{next(_counter)}"
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"sketch {label} cannot be read ({exc}): give a readable .py file") from None
+    filename = display_name or str(path)
+    # Keep the source where tracebacks look for it, even on a machine without the user's file.
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    module = ModuleType(name)
+    module.__file__ = str(path)
+    folder = str(path.parent)
+    sys.path.insert(0, folder)  # so the sketch can import its sibling modules
+    sys.modules[name] = module
+    try:
+        exec(compile(source, filename, "exec"), module.__dict__)
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise SketchError(f"sketch {label} failed while loading: "
+                          f"{type(exc).__name__}: {exc}", details=sketch_traceback(exc)) from None
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
+    return module
+
+
+def load_sketch(location: str, *, storage_loader: Callable[[str], Path] | None = None,
+                display_name: str | None = None) -> Sketch:
+    """Load a sketch from a .py path, `package.module:function`, or a storage URL.
+
+    `display_name` is the path the user knows the sketch by, for messages and tracebacks when
+    it is loaded from a copy.
+    """
+    os.environ.setdefault("MPLBACKEND", "Agg")  # pyplot sketches run headless
+    source: Path | None = None
+    render_name = "render"
+    if "://" in location:
+        if storage_loader is None:
+            raise UserError(f"sketch {location}: a storage URL needs storage to load it from")
+        source = Path(storage_loader(location))
+        module = _exec_file(source, display_name or location, display_name)
+    elif ":" in location and not location.endswith(".py") and not Path(location).exists():
+        module_name, _, render_name = location.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise UserError(f"sketch {location}: cannot import {module_name!r} ({exc}); "
+                            "install it or give a .py file") from None
+        except Exception as exc:
+            raise SketchError(f"sketch {location} failed while loading: "
+                              f"{type(exc).__name__}: {exc}", details=sketch_traceback(exc)) from None
+    else:
+        source = Path(location).expanduser()
+        if not source.is_file():
+            raise UserError(f"sketch not found: {location} (give the path of a .py file with render(ctx))")
+        if source.suffix != ".py":
+            raise UserError(f"sketch {location} is not a .py file: give a Python file with render(ctx)")
+        module = _exec_file(source.resolve(), location)
+    label = Path(display_name).name if display_name else (
+        source.name if source and "://" not in location else location)
+    render = getattr(module, render_name, None)
+    if not callable(render):
+        raise UserError(f"sketch {label} has no {render_name}(ctx) function: "
+                        "define one that returns a frame")
+    setup = getattr(module, "setup", None)
+    if setup is not None and not callable(setup):
+        raise UserError(f"sketch {label}: setup must be a function setup(ctx), got {type(setup).__name__}")
+    defaults, seed = _read_defaults(label, module)
+    return Sketch(location=location, render=render, setup=setup, defaults=defaults, seed=seed,
+                  source=source.resolve() if source else None, module=module,
+                  display_name=display_name)
+
+
+class FrameSource:
+    """Frames of one sketch at one size and rate: `setup` once, then `frame(i)` for any i."""
+
+    def __init__(self, sketch: Sketch, *, width: int, height: int, fps: Fraction | str,
+                 total_frames: int) -> None:
+        self.sketch = sketch
+        self.width = width
+        self.height = height
+        self.rate = parse_fps(fps)
+        self.total_frames = total_frames
+        self._fps = float(self.rate)
+        self.state: Any = None
+        if sketch.setup is not None:
+            ctx = self._context(0, np.random.default_rng([sketch.seed]))
+            self.state = self._call(sketch.setup, ctx, frame=None, what="setup")
+
+    def _context(self, frame: int, rng: np.random.Generator) -> FrameContext:
+        return FrameContext(frame=frame, t=frame / self._fps, fps=self._fps, width=self.width,
+                            height=self.height, total_frames=self.total_frames, rng=rng,
+                            state=self.state)
+
+    def _call(self, fn: Callable[[FrameContext], object], ctx: FrameContext, *,
+              frame: int | None, what: str) -> object:
+        try:
+            return fn(ctx)
+        except Exception as exc:
+            where = f"on frame {frame}" if frame is not None else f"in {what}()"
+            raise SketchError(f"sketch {self.sketch.name} failed {where}: {type(exc).__name__}: {exc}",
+                              frame=frame, details=sketch_traceback(exc)) from None
+
+    def frame(self, index: int) -> np.ndarray:
+        """Frame `index` as a C-contiguous uint8 HxWx3 or HxWx4 array."""
+        ctx = self._context(index, np.random.default_rng([self.sketch.seed, index]))
+        image = self._call(self.sketch.render, ctx, frame=index, what="render")
+        return to_array(image, frame=index, width=self.width, height=self.height)

@@ -1,0 +1,89 @@
+"""A whole video made only through `framefarm job` subprocesses and environment variables, with
+the render jobs in a shuffled order — as AWS Batch would start them."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from framefarm.joblog import open_joblog
+from framefarm.video import probe
+from tests.conftest import EXAMPLES, run_cli
+
+pytestmark = pytest.mark.integration
+
+
+def test_plan_shuffled_renders_encode_as_batch_would(workdir: Path) -> None:
+    base = {
+        "FRAMEFARM_STORAGE": (workdir / "bucket").as_uri(),
+        "FRAMEFARM_JOBLOG": f"sqlite:///{workdir}/log.db",
+    }
+    plan = run_cli("job", cwd=workdir, env={
+        **base, "JOB_TYPE": "plan", "FRAMEFARM_SKETCH": str(EXAMPLES / "circles.py"),
+        "TOTAL_FRAMES": "20", "FRAMES_PER_RENDER_JOB": "6", "FRAMEFARM_WIDTH": "128",
+        "FRAMEFARM_HEIGHT": "72", "FRAMEFARM_OUTPUT": str(workdir / "out" / "circles.mp4"),
+        "AWS_BATCH_JOB_ID": "plan-job-1"})
+    assert plan.returncode == 0, plan.stderr
+    run_id = plan.stdout.strip()
+    assert run_id
+
+    order = [0, 1, 2, 3]
+    random.Random(7).shuffle(order)
+    for index in order:
+        render = run_cli("job", cwd=workdir, env={
+            **base, "JOB_TYPE": "render", "FRAMEFARM_RUN_ID": run_id,
+            "AWS_BATCH_JOB_ARRAY_INDEX": str(index), "AWS_BATCH_JOB_ID": f"render-job:{index}"})
+        assert render.returncode == 0, render.stderr
+
+    encode = run_cli("job", cwd=workdir, env={**base, "JOB_TYPE": "encode",
+                                              "FRAMEFARM_RUN_ID": run_id})
+    assert encode.returncode == 0, encode.stderr
+
+    info = probe(workdir / "out" / "circles.mp4")
+    assert (info.frames, info.width, info.height) == (20, 128, 72)
+    jobs = open_joblog(base["FRAMEFARM_JOBLOG"]).jobs(run_id)
+    assert {j.job: j.status for j in jobs} == {
+        "plan": "SUCCEEDED", "render:0": "SUCCEEDED", "render:1": "SUCCEEDED",
+        "render:2": "SUCCEEDED", "render:3": "SUCCEEDED", "encode": "SUCCEEDED"}
+    assert {j.job: j.runner_id for j in jobs if j.runner_id} == {
+        "plan": "plan-job-1", **{f"render:{i}": f"render-job:{i}" for i in range(4)}}
+    # Render jobs started in the shuffled order.
+    started = sorted((j for j in jobs if j.kind == "render"), key=lambda j: j.started_at)
+    assert [j.index for j in started] == order
+
+
+def test_rerunning_a_render_job_records_a_second_attempt(workdir: Path) -> None:
+    base = {"FRAMEFARM_STORAGE": (workdir / "bucket").as_uri(),
+            "FRAMEFARM_JOBLOG": f"sqlite:///{workdir}/log.db"}
+    plan = run_cli("job", cwd=workdir, env={
+        **base, "JOB_TYPE": "plan", "FRAMEFARM_SKETCH": str(EXAMPLES / "plasma.py"),
+        "TOTAL_FRAMES": "4", "FRAMES_PER_RENDER_JOB": "4", "FRAMEFARM_WIDTH": "64",
+        "FRAMEFARM_HEIGHT": "32"})
+    run_id = plan.stdout.strip()
+    for _ in range(2):
+        done = run_cli("job", cwd=workdir, env={**base, "JOB_TYPE": "render",
+                                                "FRAMEFARM_RUN_ID": run_id,
+                                                "AWS_BATCH_JOB_ARRAY_INDEX": "0"})
+        assert done.returncode == 0, done.stderr
+    renders = [j for j in open_joblog(base["FRAMEFARM_JOBLOG"]).jobs(run_id) if j.kind == "render"]
+    assert [(j.attempt, j.status) for j in renders] == [(1, "SUCCEEDED"), (2, "SUCCEEDED")]
+
+
+@pytest.mark.parametrize("env, message", [
+    ({}, "JOB_TYPE is not set"),
+    ({"JOB_TYPE": "paint"}, "JOB_TYPE is 'paint'"),
+    ({"JOB_TYPE": "render", "AWS_BATCH_JOB_ARRAY_INDEX": "0"}, "FRAMEFARM_RUN_ID is not set"),
+    ({"JOB_TYPE": "render", "FRAMEFARM_RUN_ID": "r"}, "AWS_BATCH_JOB_ARRAY_INDEX is not set"),
+    ({"JOB_TYPE": "plan"}, "FRAMEFARM_SKETCH is not set"),
+    ({"JOB_TYPE": "plan", "FRAMEFARM_SKETCH": "x.py", "TOTAL_FRAMES": "ten"},
+     "TOTAL_FRAMES='ten' is not a whole number"),
+    ({"JOB_TYPE": "encode", "FRAMEFARM_RUN_ID": "nope"}, "run 'nope' has no plan"),
+])
+def test_bad_job_environment_is_one_line_and_exit_2(workdir: Path, env: dict[str, str],
+                                                    message: str) -> None:
+    done = run_cli("job", cwd=workdir, env=env)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
