@@ -17,7 +17,7 @@ def setup(ctx):
     rng = ctx.rng
     return [
         {
-            "color": tuple(int(c) for c in rng.integers(60, 256, 3)) + (150,),
+            "color": (*(int(c) for c in rng.integers(60, 256, 3)), 150),
             "radius": float(rng.uniform(0.03, 0.12)) * ctx.height,
             "freq": rng.uniform(0.05, 0.35, 2),
             "phase": rng.uniform(0, 2 * math.pi, 2),

@@ -23,7 +23,7 @@ def setup(ctx):
     ax.set_ylabel("amplitude")
     ax.grid(alpha=0.3)
     title = ax.set_title("travelling wave packet, t =  0.00 s")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.08, right=0.97, bottom=0.1, top=0.92)
     return fig, line, title, x
 
 

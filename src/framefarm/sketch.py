@@ -228,7 +228,11 @@ class FrameSource:
                               frame=frame, details=sketch_traceback(exc)) from None
 
     def frame(self, index: int) -> np.ndarray:
-        """Frame `index` as a C-contiguous uint8 HxWx3 or HxWx4 array."""
+        """Frame `index` as a C-contiguous uint8 HxWx3 or HxWx4 array.
+
+        The array may be the sketch's own buffer (a matplotlib canvas is redrawn in place), so it
+        is valid until the next call: copy it to keep it.
+        """
         ctx = self._context(index, np.random.default_rng([self.sketch.seed, index]))
         image = self._call(self.sketch.render, ctx, frame=index, what="render")
         return to_array(image, frame=index, width=self.width, height=self.height)
