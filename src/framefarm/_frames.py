@@ -37,7 +37,7 @@ def _from_pil(image: Any, *, frame: int, width: int, height: int) -> np.ndarray:
 def _from_figure(figure: Any, *, frame: int, width: int, height: int) -> np.ndarray:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    canvas = figure.canvas
+    canvas: Any = figure.canvas
     if not isinstance(canvas, FigureCanvasAgg):
         canvas = FigureCanvasAgg(figure)
     canvas.draw()
