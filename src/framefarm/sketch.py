@@ -167,6 +167,8 @@ def load_sketch(location: str, *, storage_loader: Callable[[str], Path] | None =
         module = _exec_file(source, display_name or location, display_name)
     elif ":" in location and not location.endswith(".py") and not Path(location).exists():
         module_name, _, render_name = location.partition(":")
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # like `python -m`: modules beside the user first
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:

@@ -121,3 +121,16 @@ def test_existing_output_is_replaced_only_when_the_run_succeeds(
                    cwd=workdir)
     assert done.returncode == 2
     assert out.read_bytes() == b"the user's earlier video"
+
+
+def test_module_function_sketch_from_the_current_folder(workdir: Path) -> None:
+    (workdir / "studio.py").write_text(
+        "import numpy as np\n"
+        "def stripes(ctx):\n"
+        "    img = np.zeros((ctx.height, ctx.width, 3), np.uint8)\n"
+        "    img[:, ctx.frame % ctx.width] = 255\n"
+        "    return img\n")
+    done = run_cli("render", "studio:stripes", "-o", "s.mp4", "--frames", "6", "--size", "32x16",
+                   "--per-job", "2", cwd=workdir)
+    assert done.returncode == 0, done.stderr
+    assert probe(workdir / "s.mp4").frames == 6
