@@ -13,7 +13,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from framefarm import config
@@ -24,6 +24,7 @@ from framefarm.steps import (
     EncodeRequest,
     PlanRequest,
     RenderRequest,
+    new_run_id,
     run_encode,
     run_plan,
     run_render,
@@ -43,21 +44,12 @@ class JobEnv:
     storage: str
     joblog: str
     run_id: str = ""
-    sketch: str = ""
     index: int | None = None
-    total_frames: int | None = None
-    frames_per_job: int | None = None
-    width: int | None = None
-    height: int | None = None
-    fps: str | None = None
-    crf: int | None = None
-    preset: str | None = None
-    keep_frames: bool = False
     output: str = ""
     batch_job_id: str = ""
     attempt: int | None = None
-    workers_hint: int = 0
-    extra: Mapping[str, str] = field(default_factory=dict)
+    plan: PlanRequest | None = None
+    """What to plan: set for plan jobs only."""
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> JobEnv:
@@ -89,21 +81,24 @@ class JobEnv:
         if job_type == "plan" and not get(config.SKETCH):
             raise UserError(f"{config.SKETCH} is not set: point it at the sketch (a .py file, "
                             "module:function or storage URL)")
-        crf = number(config.CRF)
+        plan = None
+        if job_type == "plan":
+            plan = PlanRequest(
+                sketch=get(config.SKETCH), run_id=run_id or None,
+                total_frames=number(config.TOTAL_FRAMES),
+                frames_per_job=number(config.FRAMES_PER_RENDER_JOB),
+                width=number(config.WIDTH), height=number(config.HEIGHT),
+                fps=get(config.FPS) or None, crf=number(config.CRF),
+                preset=get(config.PRESET) or None, output=get(config.OUTPUT),
+                keep_frames=get(config.KEEP_FRAMES).lower() in ("1", "true", "yes"),
+                workers_hint=number(config.PARALLELISM) or 0)
         return cls(
             job_type=job_type,  # type: ignore[arg-type]
             storage=get(config.STORAGE) or config.default_storage_url(),
             joblog=get(config.JOBLOG) or config.default_joblog_url(),
-            run_id=run_id, sketch=get(config.SKETCH), index=index,
-            total_frames=number(config.TOTAL_FRAMES),
-            frames_per_job=number(config.FRAMES_PER_RENDER_JOB),
-            width=number(config.WIDTH), height=number(config.HEIGHT),
-            fps=get(config.FPS) or None, crf=crf, preset=get(config.PRESET) or None,
-            keep_frames=get(config.KEEP_FRAMES).lower() in ("1", "true", "yes"),
-            output=get(config.OUTPUT), batch_job_id=get(config.BATCH_JOB_ID),
-            attempt=number(config.BATCH_JOB_ATTEMPT),
-            workers_hint=number(config.PARALLELISM) or 0,
-        )
+            run_id=run_id, index=index, output=get(config.OUTPUT),
+            batch_job_id=get(config.BATCH_JOB_ID), attempt=number(config.BATCH_JOB_ATTEMPT),
+            plan=plan)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,17 +154,12 @@ def run_job(env: JobEnv, *, storage: Storage | None = None, joblog: JobLog | Non
 
 
 def _plan(env: JobEnv, storage: Storage, joblog: JobLog) -> JobOutcome:
-    from framefarm.steps import new_run_id
-
+    assert env.plan is not None
     run_id = env.run_id or new_run_id()
     record = joblog.start_job(run_id=run_id, kind="plan", attempt=env.attempt,
                               host=socket.gethostname(), runner_id=env.batch_job_id)
     try:
-        plan = run_plan(PlanRequest(
-            sketch=env.sketch, run_id=run_id, total_frames=env.total_frames,
-            frames_per_job=env.frames_per_job, width=env.width, height=env.height, fps=env.fps,
-            crf=env.crf, preset=env.preset, output=env.output, keep_frames=env.keep_frames,
-            workers_hint=env.workers_hint), storage=storage)
+        plan = run_plan(replace(env.plan, run_id=run_id), storage=storage)
         joblog.put_run(RunRecord(run_id=run_id, created_at=record.started_at,
                                  plan=plan.to_dict(chunks=False), output=plan.output))
     except BaseException as exc:

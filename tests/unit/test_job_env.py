@@ -25,7 +25,9 @@ def test_plan_contract_with_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyP
     env = JobEnv.from_environ({"JOB_TYPE": "plan", "FRAMEFARM_SKETCH": "s.py",
                                "TOTAL_FRAMES": "120", "FRAMES_PER_RENDER_JOB": "30",
                                "FRAMEFARM_KEEP_FRAMES": "true", "FRAMEFARM_FPS": "29.97"})
-    assert (env.total_frames, env.frames_per_job, env.keep_frames, env.fps) == (120, 30, True, "29.97")
+    assert env.plan is not None
+    assert (env.plan.total_frames, env.plan.frames_per_job, env.plan.keep_frames, env.plan.fps) == (
+        120, 30, True, "29.97")
     assert env.storage.startswith("file:///") and env.storage.endswith("/framefarm-data")
     assert env.joblog.startswith("sqlite:////") and env.joblog.endswith("framefarm-data/joblog.sqlite3")
 
