@@ -119,61 +119,55 @@ def run_job(env: JobEnv, *, storage: Storage | None = None, joblog: JobLog | Non
     """Run the one step `env` names, recording the attempt; never raises for a failed step."""
     storage = storage or open_storage(env.storage)
     joblog = joblog or open_joblog(env.joblog)
-    if env.job_type == "plan":
-        return _plan(env, storage, joblog)
-    record = joblog.start_job(run_id=env.run_id, kind=env.job_type, index=env.index,
+    run_id = env.run_id or new_run_id()  # only a plan job may come without one
+    record = joblog.start_job(run_id=run_id, kind=env.job_type, index=env.index,
                               attempt=env.attempt, host=socket.gethostname(),
                               runner_id=env.batch_job_id)
+
+    def plan() -> _Done:
+        assert env.plan is not None
+        made = run_plan(replace(env.plan, run_id=run_id), storage=storage)
+        joblog.put_run(RunRecord(run_id=run_id, created_at=record.started_at,
+                                 plan=made.to_dict(chunks=False), output=made.output))
+        return _Done({"size": made.size, "total_frames": made.total_frames,
+                      "frames_per_job": made.frames_per_job, "output": made.output,
+                      "width": made.video.width, "height": made.video.height,
+                      "fps": made.video.fps}, [plan_key(run_id)], made.total_frames)
+
+    def render() -> _Done:
+        assert env.index is not None
+        rendered = run_render(RenderRequest(run_id=run_id, index=env.index), storage=storage,
+                              on_frame=_FrameProgress(joblog, record, on_frame))
+        return _Done(asdict(rendered), [rendered.segment], rendered.frames)
+
+    def encode() -> _Done:
+        encoded = run_encode(EncodeRequest(run_id=run_id, output=env.output), storage=storage)
+        run = joblog.get_run(run_id)
+        if run is not None:
+            joblog.put_run(replace(run, output=encoded.output))
+        return _Done(asdict(encoded), [encoded.key, encoded.output], encoded.frames)
+
+    step = {"plan": plan, "render": render, "encode": encode}[env.job_type]
     try:
-        if env.job_type == "render":
-            assert env.index is not None
-            progress = _FrameProgress(joblog, record, on_frame)
-            rendered = run_render(RenderRequest(run_id=env.run_id, index=env.index),
-                                  storage=storage, on_frame=progress)
-            result = asdict(rendered)
-            outputs = [rendered.segment]
-            frames = rendered.frames
-        else:
-            encoded = run_encode(EncodeRequest(run_id=env.run_id, output=env.output),
-                                 storage=storage)
-            result = asdict(encoded)
-            outputs = [encoded.key, encoded.output]
-            frames = encoded.frames
-            run = joblog.get_run(env.run_id)
-            if run is not None:
-                joblog.put_run(RunRecord(run_id=run.run_id, created_at=run.created_at,
-                                         plan=run.plan, output=encoded.output))
+        done = step()
     except BaseException as exc:
         outcome = _failed(joblog, record, exc)
         if not isinstance(exc, Exception):
             raise  # KeyboardInterrupt, SystemExit: recorded as FAILED, then let through
         return outcome
-    joblog.update_job(record, status="SUCCEEDED", frames=frames, outputs=outputs)
-    return JobOutcome(job=record.job, run_id=env.run_id, succeeded=True, index=record.index,
-                      result=result)
+    current = joblog.get_job(run_id, record.job, record.attempt) or record
+    joblog.update_job(current, status="SUCCEEDED", frames=done.frames, outputs=done.outputs)
+    return JobOutcome(job=record.job, run_id=run_id, succeeded=True, index=record.index,
+                      result=done.result)
 
 
-def _plan(env: JobEnv, storage: Storage, joblog: JobLog) -> JobOutcome:
-    assert env.plan is not None
-    run_id = env.run_id or new_run_id()
-    record = joblog.start_job(run_id=run_id, kind="plan", attempt=env.attempt,
-                              host=socket.gethostname(), runner_id=env.batch_job_id)
-    try:
-        plan = run_plan(replace(env.plan, run_id=run_id), storage=storage)
-        joblog.put_run(RunRecord(run_id=run_id, created_at=record.started_at,
-                                 plan=plan.to_dict(chunks=False), output=plan.output))
-    except BaseException as exc:
-        outcome = _failed(joblog, record, exc)
-        if not isinstance(exc, Exception):
-            raise
-        return outcome
-    joblog.update_job(record, status="SUCCEEDED", frames=plan.total_frames,
-                      outputs=[plan_key(run_id)])
-    return JobOutcome(job="plan", run_id=run_id, succeeded=True,
-                      result={"size": plan.size, "total_frames": plan.total_frames,
-                              "frames_per_job": plan.frames_per_job, "output": plan.output,
-                              "width": plan.video.width, "height": plan.video.height,
-                              "fps": plan.video.fps})
+@dataclass(frozen=True)
+class _Done:
+    """What a step hands back to be recorded: its result, output keys and frame count."""
+
+    result: Mapping[str, Any]
+    outputs: list[str]
+    frames: int
 
 
 def describe_error(exc: BaseException) -> tuple[str, int]:
