@@ -29,6 +29,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def per_job(text: str) -> int | None:
+    """argparse type: a whole number above 0, or auto (None: the plan sizes chunks)."""
+    return None if text.strip().lower() == "auto" else positive_int(text)
+
+
 def frame_size(text: str) -> tuple[int, int]:
     """argparse type: WIDTHxHEIGHT with positive, even numbers."""
     parts = text.lower().split("x")
@@ -62,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("-o", "--output", required=True, help="the video to write, e.g. out.mp4")
     add = render.add_argument
     add("--frames", type=positive_int, help="frames in the video (default: the sketch's FRAMES)")
-    add("--per-job", type=positive_int, dest="per_job",
-        help="frames per render job (default: about 4 chunks per worker)")
+    add("--per-job", type=per_job, dest="per_job", default="auto",
+        help="frames per render job, or auto (the default): sized from a probe frame's time")
     add("--fps", help="frames per second, e.g. 30 or 29.97 (default: the sketch's FPS, else 30)")
     add("--size", type=frame_size, help=_SIZE_HELP)
     add("--workers", type=positive_int, help="worker processes (default: CPU count)")

@@ -68,6 +68,16 @@ class JobEnv:
             except ValueError:
                 raise UserError(f"{name}={text!r} is not a whole number: set it to e.g. 30") from None
 
+        def seconds(name: str) -> float:
+            text = get(name)
+            try:
+                value = float(text) if text else 0.0
+            except ValueError:
+                value = -1.0
+            if not value >= 0:
+                raise UserError(f"{name}={text!r} is not a number of seconds: set it to e.g. 20")
+            return value
+
         job_type = get(config.JOB_TYPE)
         if job_type not in ("plan", "render", "encode"):
             shown = repr(job_type) if job_type else "not set"
@@ -86,12 +96,14 @@ class JobEnv:
             plan = PlanRequest(
                 sketch=get(config.SKETCH), run_id=run_id or None,
                 total_frames=number(config.TOTAL_FRAMES),
-                frames_per_job=number(config.FRAMES_PER_RENDER_JOB),
+                frames_per_job=None if get(config.FRAMES_PER_RENDER_JOB).lower() == "auto"
+                else number(config.FRAMES_PER_RENDER_JOB),
                 width=number(config.WIDTH), height=number(config.HEIGHT),
                 fps=get(config.FPS) or None, crf=number(config.CRF),
                 preset=get(config.PRESET) or None, output=get(config.OUTPUT),
                 keep_frames=get(config.KEEP_FRAMES).lower() in ("1", "true", "yes"),
-                workers_hint=number(config.PARALLELISM) or 0)
+                parallelism=number(config.PARALLELISM) or 0,
+                start_cost=seconds(config.JOB_START_SECONDS))
         return cls(
             job_type=job_type,  # type: ignore[arg-type]
             storage=get(config.STORAGE) or config.default_storage_url(),

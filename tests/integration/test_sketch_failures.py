@@ -60,6 +60,24 @@ def test_wrong_shape_names_frame_and_shapes(workdir: Path, write_sketch: Callabl
     done = run_cli("render", str(sketch), "-o", "x.mp4", "--frames", "3", "--size", "64x48",
                    cwd=workdir)
     assert done.returncode == 2
-    assert "frame 0" in done.stderr
+    # The plan's probe frame (the middle one) already shows it, before any render job starts.
+    assert "frame 1:" in done.stderr
     assert "float32" in done.stderr and "(10, 10, 3)" in done.stderr and "(48, 64, 3)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_wrong_shape_in_a_render_job(workdir: Path, write_sketch: Callable[..., Path]) -> None:
+    sketch = write_sketch("""
+        import numpy as np
+        def render(ctx):
+            if ctx.frame == 4:
+                return np.zeros((ctx.height, ctx.width), np.uint8)
+            return np.zeros((ctx.height, ctx.width, 3), np.uint8)
+    """)
+    done = run_cli("render", str(sketch), "-o", "x.mp4", "--frames", "6", "--per-job", "2",
+                   "--size", "64x48", "--run-id", "shape", cwd=workdir)
+    assert done.returncode == 2
+    assert "frame 4: render() returned a uint8 array of shape (48, 64)" in done.stderr
+    report = json.loads(run_cli("status", "shape", "--json", cwd=workdir).stdout)
+    assert [j["status"] for j in report["jobs"] if j["kind"] == "render"] == [
+        "SUCCEEDED", "SUCCEEDED", "FAILED"]

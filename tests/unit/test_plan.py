@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from framefarm.errors import UserError
 from framefarm.model import Plan, VideoSettings
-from framefarm.steps.plan import default_frames_per_job, make_plan
+from framefarm.steps._sizing import auto_frames_per_job, estimate_frame_seconds
+from framefarm.steps.plan import make_plan
 
 VIDEO = VideoSettings(width=64, height=48, fps="30")
 
@@ -68,9 +69,22 @@ def test_plan_json_round_trip_lists_every_chunk() -> None:
     assert Plan.from_json(plan.to_json()) == plan
 
 
-@pytest.mark.parametrize("total, workers", [(240, 2), (1, 8), (7, 2), (100000, 16)])
-def test_default_chunk_size_gives_several_chunks_per_worker(total: int, workers: int) -> None:
-    per_job = default_frames_per_job(total, workers)
-    chunks = math.ceil(total / per_job)
-    assert chunks <= 4 * workers
-    assert chunks >= min(total, 4 * workers) // 2
+@pytest.mark.parametrize("total, frame_seconds, parallelism, start, expected_chunks", [
+    (240, 0.03, 2, 0.005, 8),         # one machine: 4 chunks per worker
+    (240, 0.0001, 2, 0.005, 1),       # a tiny video: one chunk, not 8 of nothing
+    (10, 0.03, 2, 0.005, 1),          # 0.3 s of work: no point splitting below 0.25 s chunks
+    (7, 10.0, 8, 0.005, 7),           # never more chunks than frames
+    (100_000, 1.0, 0, 20.0, 500),     # AWS Batch: chunks of 200 s (3 min 20 s)
+    (10**9, 1.0, 0, 20.0, 10_000),    # and never past the array limit
+])
+def test_auto_chunk_size(total: int, frame_seconds: float, parallelism: int, start: float,
+                         expected_chunks: int) -> None:
+    per_job = auto_frames_per_job(total_frames=total, frame_seconds=frame_seconds,
+                                  parallelism=parallelism, start_cost=start)
+    assert math.ceil(total / per_job) == expected_chunks
+
+
+def test_frame_estimate_counts_the_encoder() -> None:
+    fast = estimate_frame_seconds(0.005, width=1280, height=720, preset="fast")
+    assert 0.025 < fast < 0.04
+    assert estimate_frame_seconds(0.005, width=1280, height=720, preset="ultrafast") < fast

@@ -55,7 +55,8 @@ class LocalRunner(Runner):
 
     def run(self, request: RunRequest, *, on_progress: ProgressCallback | None = None) -> RunResult:
         """Plan here, render in `workers` processes, encode here once every chunk succeeded."""
-        env = {**request.env, config.PARALLELISM: str(self.workers)}
+        env = {config.PARALLELISM: str(self.workers),
+               config.JOB_START_SECONDS: str(self.start_cost_seconds), **request.env}
         plan = run_contract_job({**env, config.JOB_TYPE: "plan"})
         if not plan.succeeded:
             return RunResult(run_id=plan.run_id, succeeded=False, plan=plan, failures=(plan,))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,8 +12,9 @@ from pathlib import Path
 from framefarm import config
 from framefarm.errors import UserError
 from framefarm.model import Plan, VideoSettings, parse_fps
-from framefarm.sketch import Sketch, load_sketch
+from framefarm.sketch import FrameSource, Sketch, load_sketch
 from framefarm.steps._keys import plan_key, sketch_key
+from framefarm.steps._sizing import auto_frames_per_job, estimate_frame_seconds
 from framefarm.steps._sources import fetch_to_local
 from framefarm.storage import Storage
 
@@ -35,8 +37,10 @@ class PlanRequest:
     preset: str | None = None
     output: str = ""
     keep_frames: bool = False
-    workers_hint: int = 0
-    """Parallel workers the runner has; used to pick a chunk size when none is given."""
+    parallelism: int = 0
+    """Jobs the runner can run at once (0: unknown); sizes chunks when none is given."""
+    start_cost: float = 0.0
+    """Seconds the runner needs to start one job; sizes chunks when none is given."""
 
 
 def new_run_id() -> str:
@@ -55,12 +59,6 @@ def check_positive(name: str, value: object) -> int:
     if number <= 0:
         raise UserError(f"{name} must be a whole number above 0, got {value!r}")
     return number
-
-
-def default_frames_per_job(total_frames: int, workers: int) -> int:
-    """About four chunks per worker, so a slow chunk does not leave the others idle at the end."""
-    target_chunks = max(1, workers) * 4
-    return max(1, -(-total_frames // target_chunks))
 
 
 def make_plan(*, run_id: str, sketch: str, total_frames: int, frames_per_job: int,
@@ -119,14 +117,28 @@ def run_plan(request: PlanRequest, *, storage: Storage) -> Plan:
     sketch = load_sketch(request.sketch, storage_loader=lambda url: fetch_to_local(url, storage))
     total = request.total_frames or sketch.defaults.frames or config.DEFAULT_FRAMES
     total = check_positive("frames", total)
-    per_job = request.frames_per_job or default_frames_per_job(total, request.workers_hint or 1)
+    video = resolve_video(request, sketch)
+    per_job = request.frames_per_job or _auto_per_job(request, sketch, video, total)
     plan = make_plan(run_id=request.run_id or new_run_id(), sketch=store_sketch(sketch, storage),
-                     total_frames=total, frames_per_job=per_job,
-                     video=resolve_video(request, sketch), output=request.output,
+                     total_frames=total, frames_per_job=per_job, video=video, output=request.output,
                      keep_frames=request.keep_frames,
                      sketch_name=str(sketch.source) if sketch.source else sketch.location)
     storage.put_bytes(plan_key(plan.run_id), plan.to_json().encode())
     return plan
+
+
+def _auto_per_job(request: PlanRequest, sketch: Sketch, video: VideoSettings, total: int) -> int:
+    """Render one probe frame (the middle one, after setup) and size chunks from its time."""
+    if total == 1:
+        return 1
+    source = FrameSource(sketch, width=video.width, height=video.height, fps=video.rate,
+                         total_frames=total)
+    began = time.perf_counter()
+    source.frame(total // 2)
+    frame_seconds = estimate_frame_seconds(time.perf_counter() - began, width=video.width,
+                                           height=video.height, preset=video.preset)
+    return auto_frames_per_job(total_frames=total, frame_seconds=frame_seconds,
+                               parallelism=request.parallelism, start_cost=request.start_cost)
 
 
 def read_plan(run_id: str, storage: Storage) -> Plan:
