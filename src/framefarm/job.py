@@ -48,6 +48,8 @@ class JobEnv:
     output: str = ""
     batch_job_id: str = ""
     attempt: int | None = None
+    cpus: int = 0
+    """CPUs the job may use (FRAMEFARM_JOB_CPUS; 0: all of the machine's)."""
     plan: PlanRequest | None = None
     """What to plan: set for plan jobs only."""
 
@@ -110,7 +112,7 @@ class JobEnv:
             joblog=get(config.JOBLOG) or config.default_joblog_url(),
             run_id=run_id, index=index, output=get(config.OUTPUT),
             batch_job_id=get(config.BATCH_JOB_ID), attempt=number(config.BATCH_JOB_ATTEMPT),
-            plan=plan)
+            cpus=number(config.JOB_CPUS) or 0, plan=plan)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,7 +150,8 @@ def run_job(env: JobEnv, *, storage: Storage | None = None, joblog: JobLog | Non
 
     def render() -> _Done:
         assert env.index is not None
-        rendered = run_render(RenderRequest(run_id=run_id, index=env.index), storage=storage,
+        rendered = run_render(RenderRequest(run_id=run_id, index=env.index, cpus=env.cpus),
+                              storage=storage,
                               on_frame=_FrameProgress(joblog, record, on_frame))
         return _Done(asdict(rendered), [rendered.segment], rendered.frames)
 

@@ -46,6 +46,7 @@ class SegmentWriter:
 
     def __init__(self, path: str | Path, *, video: VideoSettings, threads: int = 0,
                  faststart: bool = False) -> None:
+        """`threads`: how many threads x264 and the colour conversion may use (0: their choice)."""
         self.path = Path(path)
         self.video = video
         options = {"movflags": "+faststart"} if faststart else {}
@@ -63,8 +64,11 @@ class SegmentWriter:
         ctx.color_range = int(ColorRange.MPEG)
         ctx.thread_count = threads
         ctx.options = {"crf": str(video.crf), "preset": video.preset}
+        if threads:
+            ctx.options = {**ctx.options, "threads": str(threads)}
         self._stream = stream
         self._frame_time_base = 1 / video.rate
+        self._threads = threads
         self._count = 0
 
     @property
@@ -77,7 +81,7 @@ class SegmentWriter:
         fmt = "rgba" if pixels.shape[2] == 4 else "rgb24"
         frame = av.VideoFrame.from_ndarray(pixels, format=fmt)
         frame = frame.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709,
-                               dst_color_range=ColorRange.MPEG)
+                               dst_color_range=ColorRange.MPEG, threads=self._threads or None)
         frame.pts = self._count
         frame.time_base = self._frame_time_base
         self._count += 1
@@ -172,6 +176,50 @@ def probe(path: str | Path, *, decode: bool = True) -> VideoInfo:
                          height=stream.codec_context.height, fps=Fraction(rate),
                          codec=stream.codec_context.name, pix_fmt=stream.codec_context.pix_fmt or "",
                          duration=duration)
+
+
+@dataclass(frozen=True)
+class VideoCheck:
+    """What `inspect_video` found: the video's facts and how its frames line up."""
+
+    info: VideoInfo
+    positions: list[int]
+    """Each packet's frame index (its timestamp in frame durations), in file order."""
+    key_frames: int
+    key_frames_decoded: int
+
+
+def inspect_video(path: str | Path, *, rate: Fraction) -> VideoCheck:
+    """Read every packet's timestamp and decode every key frame (one starts each segment).
+
+    This proves each frame is in the file exactly once, in its place and time, and that each
+    segment decodes at the right size, for a fraction of a full decode's cost: only the
+    independently coded key frames are decoded; the frames between them are x264's own output,
+    joined without touching a byte.
+    """
+    positions: list[int] = []
+    key_frames = decoded = 0
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        ctx.skip_frame = "NONKEY"
+        width, height = ctx.width, ctx.height
+        for packet in container.demux(stream):
+            if packet.pts is None:  # the demuxer's empty flush packet
+                continue
+            assert packet.time_base is not None
+            positions.append(round(packet.pts * packet.time_base * rate))
+            key_frames += packet.is_keyframe
+            for frame in stream.decode(packet):
+                decoded += (frame.width, frame.height) == (width, height)
+        for frame in stream.decode(None):
+            decoded += (frame.width, frame.height) == (width, height)
+        fps = stream.average_rate or stream.base_rate or Fraction(0)
+        duration = float(container.duration / av.time_base) if container.duration else 0.0
+        info = VideoInfo(frames=len(positions), width=width, height=height, fps=Fraction(fps),
+                         codec=ctx.name, pix_fmt=ctx.pix_fmt or "", duration=duration)
+    return VideoCheck(info=info, positions=positions, key_frames=key_frames,
+                      key_frames_decoded=decoded)
 
 
 def read_frames(path: str | Path) -> list[np.ndarray]:

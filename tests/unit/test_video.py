@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from framefarm.model import VideoSettings
-from framefarm.video import SegmentWriter, concat_segments, probe, read_frames
+from framefarm.video import SegmentWriter, concat_segments, inspect_video, probe, read_frames
 
 VIDEO = VideoSettings(width=96, height=64, fps="24", crf=16, preset="ultrafast")
 
@@ -99,3 +99,22 @@ def test_fractional_frame_rate(tmp_path: Path) -> None:
     info = probe(tmp_path / "out.mp4")
     assert info.frames == 10
     assert info.fps == Fraction(30000, 1001)
+
+
+def test_inspect_sees_every_frame_in_place_and_decodes_key_frames(tmp_path: Path) -> None:
+    segs = [(write_segment(tmp_path / f"{i}.mp4", range(s, min(s + 4, 10))), s)
+            for i, s in enumerate((0, 4, 8))]
+    concat_segments(segs, tmp_path / "out.mp4", rate=VIDEO.rate)
+    check = inspect_video(tmp_path / "out.mp4", rate=VIDEO.rate)
+    assert sorted(check.positions) == list(range(10))
+    assert check.key_frames == check.key_frames_decoded == 3
+    assert (check.info.frames, check.info.width, check.info.height) == (10, 96, 64)
+
+
+def test_inspect_notices_a_misplaced_segment(tmp_path: Path) -> None:
+    segs = [(write_segment(tmp_path / f"{i}.mp4", range(4)), start) for i, start in
+            enumerate((0, 5))]  # the second segment claims frames 5..8: frame 4 is missing
+    concat_segments(segs, tmp_path / "out.mp4", rate=VIDEO.rate)
+    check = inspect_video(tmp_path / "out.mp4", rate=VIDEO.rate)
+    assert check.info.frames == 8
+    assert sorted(check.positions) == [0, 1, 2, 3, 5, 6, 7, 8]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -55,7 +56,10 @@ class LocalRunner(Runner):
 
     def run(self, request: RunRequest, *, on_progress: ProgressCallback | None = None) -> RunResult:
         """Plan here, render in `workers` processes, encode here once every chunk succeeded."""
-        env = {config.PARALLELISM: str(self.workers),
+        # Each worker gets an equal share of the CPUs: one x264 thread per CPU it owns, so
+        # encoder threads never fight the other workers' sketches for cores.
+        cpus = max(1, default_workers() // self.workers)
+        env = {config.PARALLELISM: str(self.workers), config.JOB_CPUS: str(cpus),
                config.JOB_START_SECONDS: str(self.start_cost_seconds), **request.env}
         plan = run_contract_job({**env, config.JOB_TYPE: "plan"})
         if not plan.succeeded:
@@ -92,8 +96,12 @@ class LocalRunner(Runner):
                          failures=() if encode.succeeded else (encode,))
 
     def _pool(self, workers: int) -> ProcessPoolExecutor:
-        # forkserver: workers fork from a clean server that has imported framefarm, NumPy and
-        # PyAV once, so each starts fast and inherits no threads or sketch state from here.
+        # fork when this process has a single thread: workers start in milliseconds with
+        # framefarm, NumPy and PyAV already imported. Otherwise (threads do not survive a fork
+        # safely) fork from a forkserver that imported them once.
+        if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+            return ProcessPoolExecutor(max_workers=max(1, workers),
+                                       mp_context=multiprocessing.get_context("fork"))
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(_PRELOAD)
         return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context)

@@ -12,7 +12,7 @@ from framefarm.steps._keys import output_key, segment_key, segments_prefix
 from framefarm.steps.plan import read_plan
 from framefarm.storage import Storage, open_storage
 from framefarm.storage._base import copy_file_atomic
-from framefarm.video import VideoInfo, concat_segments, probe, scratch_file
+from framefarm.video import VideoCheck, concat_segments, inspect_video, scratch_file
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,12 +47,18 @@ def missing_segments(plan: Plan, storage: Storage) -> list[int]:
     return [c.index for c in plan.chunks() if segment_key(plan.run_id, c.index) not in present]
 
 
-def check_video(info: VideoInfo, plan: Plan) -> None:
-    """Raise VideoCheckFailed unless frame count, size and frame rate match the plan."""
-    video = plan.video
+def check_video(check: VideoCheck, plan: Plan) -> None:
+    """Raise VideoCheckFailed unless the video holds exactly the plan's frames, in order, at
+    the plan's size and frame rate, and every key frame decodes."""
+    info, video = check.info, plan.video
     problems = []
     if info.frames != plan.total_frames:
         problems.append(f"{info.frames} frames, expected {plan.total_frames}")
+    elif sorted(check.positions) != list(range(plan.total_frames)):
+        problems.append("frames out of place: timestamps are not 0..N-1 frame durations")
+    if check.key_frames < plan.size or check.key_frames_decoded != check.key_frames:
+        problems.append(f"{check.key_frames_decoded} of {check.key_frames} key frames decode "
+                        f"(one should start each of {plan.size} segments)")
     if (info.width, info.height) != (video.width, video.height):
         problems.append(f"size {info.width}x{info.height}, expected {video.width}x{video.height}")
     if info.fps != video.rate:
@@ -82,8 +88,9 @@ def run_encode(request: EncodeRequest, *, storage: Storage) -> EncodeResult:
                 scratch.append(local)
             parts.append((local, chunk.start))
         concat_segments(parts, joined, rate=plan.video.rate)
-        info = probe(joined)
-        check_video(info, plan)
+        check = inspect_video(joined, rate=plan.video.rate)
+        check_video(check, plan)
+        info = check.info
         key = output_key(plan.run_id)
         storage.put_file(key, joined)
         output = request.output or plan.output

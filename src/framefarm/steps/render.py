@@ -20,7 +20,8 @@ class RenderRequest:
 
     run_id: str
     index: int
-    encoder_threads: int = 0
+    cpus: int = 0
+    """CPUs this job may use (0: all); the encoder runs that many threads."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,7 +48,7 @@ def run_render(request: RenderRequest, *, storage: Storage,
                           display_name=plan.sketch_name)
     tmp = scratch_file(".mp4")
     try:
-        with SegmentWriter(tmp, video=video, threads=request.encoder_threads) as writer:
+        with SegmentWriter(tmp, video=video, threads=request.cpus) as writer:
             for done, frame in enumerate(chunk.frames, start=1):
                 pixels = source.frame(frame)
                 writer.write(pixels)
