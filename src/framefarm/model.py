@@ -188,8 +188,11 @@ class RunRecord:
     created_at: str = ""
     plan: Mapping[str, Any] = field(default_factory=dict)
     output: str = ""
+    runner_ids: Mapping[str, str] = field(default_factory=dict)
+    """The runner's own ids for the run's jobs, e.g. AWS Batch's render array and encode job."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict."""
         return {"run_id": self.run_id, "created_at": self.created_at,
-                "plan": dict(self.plan), "output": self.output}
+                "plan": dict(self.plan), "output": self.output,
+                "runner_ids": dict(self.runner_ids)}

@@ -39,7 +39,7 @@ class JobLogContract:
     def test_run_round_trip(self, joblog: JobLog) -> None:
         plan = {"run_id": RUN, "video": {"width": 64, "fps": "30000/1001"}, "chunks": [[0, 8]]}
         run = RunRecord(run_id=RUN, created_at="2024-05-01T10:00:00.000Z", plan=plan,
-                        output="out.mp4")
+                        output="out.mp4", runner_ids={"render": "abc-123", "encode": "def-456"})
         joblog.put_run(run)
         assert joblog.get_run(RUN) == run
 

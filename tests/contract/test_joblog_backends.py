@@ -235,3 +235,18 @@ def test_unknown_scheme(url: str) -> None:
 def test_no_url() -> None:
     with pytest.raises(UserError, match="no job log URL"):
         open_joblog("")
+
+
+def test_sqlite_schema_1_is_migrated(tmp_path: Path) -> None:
+    """A job log written before runner ids were recorded opens, keeps its runs and gains them."""
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript("CREATE TABLE runs (run_id TEXT PRIMARY KEY, created_at TEXT NOT NULL "
+                      "DEFAULT '', plan TEXT NOT NULL DEFAULT '{}', output TEXT NOT NULL "
+                      "DEFAULT ''); INSERT INTO runs VALUES ('r', 't', '{}', 'o.mp4'); "
+                      "PRAGMA user_version = 1;")
+    old.close()
+    log = SqliteJobLog(path)
+    assert log.get_run("r") == RunRecord(run_id="r", created_at="t", output="o.mp4")
+    log.put_run(RunRecord(run_id="r", runner_ids={"render": "x"}))
+    assert log.get_run("r") == RunRecord(run_id="r", runner_ids={"render": "x"})

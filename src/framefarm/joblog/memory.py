@@ -117,4 +117,5 @@ class MemoryJobLog(JobLog):
 
 def _copy(run: RunRecord) -> RunRecord:
     """A copy whose plan the caller may change without changing the stored one."""
-    return replace(run, plan=json.loads(json.dumps(dict(run.plan))))
+    return replace(run, plan=json.loads(json.dumps(dict(run.plan))),
+                   runner_ids=dict(run.runner_ids))

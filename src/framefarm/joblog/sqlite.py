@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     created_at TEXT NOT NULL DEFAULT '',
     plan TEXT NOT NULL DEFAULT '{}',
-    output TEXT NOT NULL DEFAULT ''
+    output TEXT NOT NULL DEFAULT '',
+    runner_ids TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS jobs (
     run_id TEXT NOT NULL,
@@ -50,8 +51,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     runner_id TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (run_id, job, attempt)
 ) WITHOUT ROWID;
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 """
+# Migrations from each older schema version to the next.
+_MIGRATIONS = {
+    1: "ALTER TABLE runs ADD COLUMN runner_ids TEXT NOT NULL DEFAULT '{}'; PRAGMA user_version = 2;",
+}
 
 # JobRecord field -> column; `index` is an SQL keyword.
 _COLUMNS = {f.name: ("idx" if f.name == "index" else f.name) for f in fields(JobRecord)}
@@ -133,8 +138,12 @@ class SqliteJobLog(JobLog):
             # The busy timeout applies to these too: many processes may create the file at once.
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")
-            if connection.execute("PRAGMA user_version").fetchone()[0] < 1:
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version < 1:
                 connection.executescript(_SCHEMA)
+            while version in _MIGRATIONS:
+                connection.executescript(_MIGRATIONS[version])
+                version += 1
         except sqlite3.OperationalError as e:
             connection.close()
             if "locked" in str(e) or "busy" in str(e):
@@ -154,10 +163,11 @@ class SqliteJobLog(JobLog):
 
     def _put_run(self, run: RunRecord) -> None:
         self._db().execute(
-            "INSERT INTO runs (run_id, created_at, plan, output) VALUES (?, ?, ?, ?) "
+            "INSERT INTO runs (run_id, created_at, plan, output, runner_ids) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (run_id) DO UPDATE SET created_at = excluded.created_at, "
-            "plan = excluded.plan, output = excluded.output",
-            (run.run_id, run.created_at, json.dumps(dict(run.plan), sort_keys=True), run.output))
+            "plan = excluded.plan, output = excluded.output, runner_ids = excluded.runner_ids",
+            (run.run_id, run.created_at, json.dumps(dict(run.plan), sort_keys=True), run.output,
+             json.dumps(dict(run.runner_ids), sort_keys=True)))
 
     def _get_run(self, run_id: str) -> RunRecord | None:
         row = self._db().execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
@@ -218,4 +228,5 @@ def _job(row: sqlite3.Row) -> JobRecord:
 
 def _run(row: sqlite3.Row) -> RunRecord:
     return RunRecord(run_id=row["run_id"], created_at=row["created_at"],
-                     plan=json.loads(row["plan"]), output=row["output"])
+                     plan=json.loads(row["plan"]), output=row["output"],
+                     runner_ids=json.loads(row["runner_ids"]))
