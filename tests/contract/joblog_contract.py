@@ -113,6 +113,16 @@ class JobLogContract:
         assert (started.host, started.runner_id) == ("box", "batch-123")
         assert joblog.jobs(RUN) == [started]
 
+    def test_unnumbered_start_takes_over_a_job_not_yet_started(self, joblog: JobLog) -> None:
+        # Run outside Batch (no AWS_BATCH_JOB_ATTEMPT), a job still takes over its SUBMITTED
+        # record instead of leaving it waiting for ever beside a second attempt.
+        joblog.start_job(run_id=RUN, kind="encode", status="SUBMITTED", runner_id="b-9")
+        started = joblog.start_job(run_id=RUN, kind="encode")
+        assert (started.attempt, started.status, started.runner_id) == (1, "RUNNING", "b-9")
+        joblog.update_job(started, status="FAILED")
+        again = joblog.start_job(run_id=RUN, kind="encode")
+        assert (again.attempt, again.status) == (2, "RUNNING")
+
     def test_explicit_attempt_that_is_final(self, joblog: JobLog) -> None:
         done = joblog.start_job(run_id=RUN, kind="encode", attempt=1)
         done = joblog.update_job(done, status="SUCCEEDED")

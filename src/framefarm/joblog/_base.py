@@ -25,6 +25,9 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_NOT_STARTED = frozenset({"SUBMITTED", "PENDING", "RUNNABLE"})
+
+
 class StatusConflict(FramefarmError):
     """A status change that would go backwards or leave a final status."""
 
@@ -54,9 +57,9 @@ class JobLog(ABC):
                   attempt: int | None = None, status: str = "RUNNING", **fields: Any) -> JobRecord:
         """Record a new attempt of a job and return it.
 
-        With `attempt` None the attempt is one more than the job's last; a given attempt that is
-        already recorded is taken over when it is not final (a runner may have written it as
-        SUBMITTED), else it is an error.
+        With `attempt` None the job's last attempt is taken over when it has not started yet (a
+        runner wrote it as SUBMITTED), else the attempt is one more than the last. A given
+        attempt that is already recorded is taken over when it is not final, else it is an error.
         """
         if status not in STATUSES:
             raise UserError(f"unknown job status {status!r}: use one of {', '.join(STATUSES)}")
@@ -75,8 +78,16 @@ class JobLog(ABC):
             if not self._insert_job(record):
                 raise StatusConflict(f"{name} attempt {attempt} of run {run_id} was recorded twice")
             return record
+        mine = [r for r in self._jobs(run_id) if r.job == name]
+        waiting = max(mine, key=lambda r: r.attempt, default=None)
+        if waiting is not None and waiting.status in _NOT_STARTED:
+            try:
+                return self.update_job(waiting, status=status, **{**times, **fields,
+                                                                  "submitted_at": waiting.submitted_at})
+            except StatusConflict:
+                pass  # another process started it first: record a new attempt
         # Next attempt number; an insert that loses a race moves on to the one after.
-        last = max((r.attempt for r in self._jobs(run_id) if r.job == name), default=0)
+        last = max((r.attempt for r in mine), default=0)
         for candidate in range(last + 1, last + 100):
             record = JobRecord(run_id=run_id, job=name, kind=kind, index=index,
                                attempt=candidate, status=status, **{**times, **fields})
