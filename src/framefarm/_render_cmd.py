@@ -32,10 +32,14 @@ def render_command(args: argparse.Namespace) -> int:
     """Run `framefarm render`; returns the exit code."""
     began = time.perf_counter()
     output = check_output_path(args.output)
+    options: dict[str, object] = {"workers": args.workers}
+    defaults = {config.STORAGE: config.default_storage_url(),
+                config.JOBLOG: config.default_joblog_url()}
+    if args.runner == "batch":
+        defaults, options = _batch_options(args)
     storage = open_storage(str(config.resolve(args.storage, config.STORAGE,
-                                              config.default_storage_url())))
-    joblog = open_joblog(str(config.resolve(args.joblog, config.JOBLOG,
-                                            config.default_joblog_url())))
+                                              defaults[config.STORAGE])))
+    joblog = open_joblog(str(config.resolve(args.joblog, config.JOBLOG, defaults[config.JOBLOG])))
     if args.runner == "local" and "memory://" in (storage.url + joblog.url):
         raise UserError("memory:// storage and job logs live in one process; local worker "
                         "processes cannot share them: use file:// and sqlite:/// (the defaults)")
@@ -43,7 +47,7 @@ def render_command(args: argparse.Namespace) -> int:
                        joblog=joblog.url, frames=args.frames, per_job=args.per_job, fps=args.fps,
                        size=args.size, crf=args.crf, preset=args.preset, run_id=args.run_id,
                        keep_frames=args.keep_frames)
-    runner = open_runner(args.runner, workers=args.workers)
+    runner = open_runner(args.runner, **options)
     display: ProgressDisplay | None = None
 
     def on_progress(progress: Progress) -> None:
@@ -57,11 +61,35 @@ def render_command(args: argparse.Namespace) -> int:
         display.finish()
     if not result.succeeded:
         return _report_failure(result, joblog_url=joblog.url)
+    if result.details.get("waited") is False:
+        print(f"run {result.run_id}: submitted to AWS Batch; follow it with `framefarm status "
+              f"{result.run_id} --joblog {joblog.url}`; the video will be at "
+              f"{result.details['output_url']}")
+        return 0
     size = output.stat().st_size
-    frames = result.plan.result["total_frames"] if result.plan else 0
+    run = joblog.get_run(result.run_id)
+    frames = run.plan.get("total_frames", 0) if run else 0
     print(f"run {result.run_id}: {frames} frames in {time.perf_counter() - began:.1f} s -> "
           f"{output} ({_human_bytes(size)})")
     return 0
+
+
+def _batch_options(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, object]]:
+    """Storage and job-log defaults and runner options for --runner batch: flags beat the
+    environment, which beats the stack's outputs."""
+    from framefarm.runners.batch import BatchTargets, stack_settings
+
+    settings = stack_settings(args.stack) if args.stack else {}
+    flags = {config.JOB_QUEUE: args.job_queue,
+             config.PLAN_JOB_DEFINITION: args.plan_job_definition,
+             config.RENDER_JOB_DEFINITION: args.render_job_definition,
+             config.ENCODE_JOB_DEFINITION: args.encode_job_definition}
+    chosen = {name: str(config.resolve(flag, name, settings.get(name, "")))
+              for name, flag in flags.items()}
+    targets = BatchTargets.from_environ(chosen)
+    defaults = {config.STORAGE: settings.get(config.STORAGE, config.default_storage_url()),
+                config.JOBLOG: settings.get(config.JOBLOG, config.default_joblog_url())}
+    return defaults, {"targets": targets, "plan_here": args.plan_here, "wait": args.wait}
 
 
 def _report_failure(result: RunResult, *, joblog_url: str) -> int:

@@ -19,7 +19,8 @@ from typing import Any
 from framefarm import config
 from framefarm.errors import FramefarmError, SketchError, UserError
 from framefarm.joblog import JobLog, open_joblog
-from framefarm.model import JobKind, JobRecord, RunRecord
+from framefarm.model import JobKind, JobOutcome, JobRecord, RunRecord
+from framefarm.runners.batch import BatchTargets, record_submission, submit_downstream
 from framefarm.steps import (
     EncodeRequest,
     PlanRequest,
@@ -52,6 +53,10 @@ class JobEnv:
     """CPUs the job may use (FRAMEFARM_JOB_CPUS; 0: all of the machine's)."""
     plan: PlanRequest | None = None
     """What to plan: set for plan jobs only."""
+    batch: BatchTargets | None = None
+    """Where a plan job on AWS Batch submits the render and encode jobs (FRAMEFARM_JOB_QUEUE …)."""
+    contract: Mapping[str, str] = field(default_factory=dict)
+    """Every job-contract variable that was set, as it was set."""
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> JobEnv:
@@ -112,20 +117,9 @@ class JobEnv:
             joblog=get(config.JOBLOG) or config.default_joblog_url(),
             run_id=run_id, index=index, output=get(config.OUTPUT),
             batch_job_id=get(config.BATCH_JOB_ID), attempt=number(config.BATCH_JOB_ATTEMPT),
-            cpus=number(config.JOB_CPUS) or 0, plan=plan)
-
-
-@dataclass(frozen=True, kw_only=True)
-class JobOutcome:
-    """How a job ended; plain data, so it crosses process boundaries without pickling errors."""
-
-    job: str
-    run_id: str
-    succeeded: bool
-    index: int | None = None
-    exit_code: int = 0
-    error: str = ""
-    result: Mapping[str, Any] = field(default_factory=dict)
+            cpus=number(config.JOB_CPUS) or 0, plan=plan,
+            batch=BatchTargets.from_environ(env) if job_type == "plan" else None,
+            contract={k: env[k] for k in config.CONTRACT if env.get(k)})
 
 
 def run_job(env: JobEnv, *, storage: Storage | None = None, joblog: JobLog | None = None,
@@ -143,6 +137,12 @@ def run_job(env: JobEnv, *, storage: Storage | None = None, joblog: JobLog | Non
         made = run_plan(replace(env.plan, run_id=run_id), storage=storage)
         joblog.put_run(RunRecord(run_id=run_id, created_at=record.started_at,
                                  plan=made.to_dict(chunks=False), output=made.output))
+        if env.batch is not None:
+            submitted = submit_downstream(run_id=run_id, chunks=made.size,
+                                          total_frames=made.total_frames, env=env.contract,
+                                          targets=env.batch)
+            record_submission(joblog, run_id=run_id, submitted=submitted,
+                              plan_job_id=env.batch_job_id)
         return _Done({"size": made.size, "total_frames": made.total_frames,
                       "frames_per_job": made.frames_per_job, "output": made.output,
                       "width": made.video.width, "height": made.video.height,

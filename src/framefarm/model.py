@@ -196,3 +196,16 @@ class RunRecord:
         return {"run_id": self.run_id, "created_at": self.created_at,
                 "plan": dict(self.plan), "output": self.output,
                 "runner_ids": dict(self.runner_ids)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobOutcome:
+    """How a job ended; plain data, so it crosses process boundaries without pickling errors."""
+
+    job: str
+    run_id: str
+    succeeded: bool
+    index: int | None = None
+    exit_code: int = 0
+    error: str = ""
+    result: Mapping[str, Any] = field(default_factory=dict)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from framefarm.joblog import JobLog
-from framefarm.model import JobRecord, RunRecord
+from framefarm.model import TERMINAL_STATUSES, JobRecord, RunRecord, status_rank
 
 
 def run_status(latest: Sequence[JobRecord], *, chunks: int | None = None) -> str:
@@ -28,6 +28,39 @@ def run_status(latest: Sequence[JobRecord], *, chunks: int | None = None) -> str
         if status in statuses:
             return status
     return "RUNNING"
+
+
+def merged_jobs(records: Sequence[JobRecord],
+                batch: Mapping[str, Mapping[str, str]]) -> list[JobRecord]:
+    """The job log's records with what the runner (AWS Batch) says of the same jobs.
+
+    A job the job log has not heard of yet appears with the runner's status; a job whose last
+    attempt the job log still shows running but the runner has failed (a Spot instance taken
+    back, a container killed) shows FAILED with the runner's reason.
+    """
+    merged = list(records)
+    latest = {r.job: i for i, r in enumerate(merged)}
+    for name, info in batch.items():
+        status = info["status"]
+        if name not in latest:
+            kind, _, index = name.partition(":")
+            merged.append(JobRecord(run_id=records[0].run_id if records else "", job=name,
+                                    kind=kind, index=int(index) if index else None,  # type: ignore[arg-type]
+                                    status=status, error=info.get("reason", "")
+                                    if status == "FAILED" else "",
+                                    runner_id=info.get("runner_id", "")))
+            continue
+        mine = merged[latest[name]]
+        if status == "FAILED" and mine.status not in TERMINAL_STATUSES:
+            merged[latest[name]] = mine.evolve(status="FAILED", error=info.get("reason", ""))
+        elif (status != "SUCCEEDED" and mine.status not in TERMINAL_STATUSES
+              and status_rank(status) > status_rank(mine.status)):
+            # Success is the job's own word (it writes SUCCEEDED before it exits); Batch only
+            # moves a job the job log knows forward through its queue states.
+            merged[latest[name]] = mine.evolve(status=status)
+    order = {"plan": 0, "render": 1, "encode": 2}
+    return sorted(merged, key=lambda r: (order[r.kind], r.index if r.index is not None else -1,
+                                         r.attempt))
 
 
 def frames_done(latest: Sequence[JobRecord]) -> int:
@@ -57,9 +90,17 @@ def status_report(run: RunRecord | None, records: Sequence[JobRecord], run_id: s
 
 
 def load_report(joblog: JobLog, run_id: str) -> dict[str, Any] | None:
-    """The status report of `run_id`, or None when the job log has never heard of it."""
+    """The status report of `run_id`, or None when the job log has never heard of it.
+
+    A run on AWS Batch is merged with what DescribeJobs says of its jobs.
+    """
     run = joblog.get_run(run_id)
     records = joblog.jobs(run_id)
     if run is None and not records:
         return None
+    if run is not None and run.runner_ids:
+        from framefarm.runners.batch import batch_statuses
+
+        chunks = int(run.plan.get("size") or 0)
+        records = merged_jobs(records, batch_statuses(run, chunks=chunks))
     return status_report(run, records, run_id)

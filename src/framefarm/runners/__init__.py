@@ -7,7 +7,10 @@ from framefarm.runners._base import Progress, Runner, RunRequest, RunResult
 
 __all__ = ["Progress", "RunRequest", "RunResult", "Runner", "known_runners", "open_runner"]
 
-_RUNNERS = {"local": ("framefarm.runners.local", "LocalRunner", None)}
+_RUNNERS = {
+    "local": ("framefarm.runners.local", "LocalRunner", None),
+    "batch": ("framefarm.runners.batch", "BatchRunner", "aws"),
+}
 
 
 def known_runners() -> list[str]:

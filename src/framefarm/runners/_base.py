@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from framefarm.job import JobOutcome
+from framefarm.model import JobOutcome
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
 from framefarm import config
-from framefarm.job import JobEnv, JobOutcome, run_job
+from framefarm.job import JobEnv, run_job
 from framefarm.joblog import JobLog, open_joblog
+from framefarm.model import JobOutcome
 from framefarm.runners._base import Progress, ProgressCallback, Runner, RunRequest, RunResult
 from framefarm.storage import Storage, open_storage
 

@@ -105,7 +105,12 @@ def store_sketch(sketch: Sketch, storage: Storage) -> str:
     """
     if sketch.source is None:
         return sketch.location
-    data = Path(sketch.source).read_bytes()
+    return store_sketch_file(Path(sketch.source), storage)
+
+
+def store_sketch_file(path: Path, storage: Storage) -> str:
+    """Copy a sketch file to sketches/{sha256}.py (once) and return its storage URL."""
+    data = path.read_bytes()
     key = sketch_key(hashlib.sha256(data).hexdigest())
     if not storage.exists(key):
         storage.put_bytes(key, data)
