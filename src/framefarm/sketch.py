@@ -30,6 +30,7 @@ from framefarm.model import parse_fps
 __all__ = ["FrameContext", "FrameSource", "Sketch", "SketchDefaults", "load_sketch", "to_array"]
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_EXAMPLES_DIR = os.path.join(_PACKAGE_DIR, "examples")  # installed examples are user code
 _counter = itertools.count()
 
 
@@ -85,10 +86,15 @@ class Sketch:
         return self.source.name if self.source else self.location
 
 
+def _is_framefarm(filename: str) -> bool:
+    return (filename.startswith(_PACKAGE_DIR + os.sep)
+            and not filename.startswith(_EXAMPLES_DIR + os.sep))
+
+
 def sketch_traceback(exc: BaseException) -> str:
     """The exception's traceback with framefarm's own frames left out: only the user's code."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if not os.path.abspath(f.filename).startswith(_PACKAGE_DIR + os.sep)]
+              if not _is_framefarm(os.path.abspath(f.filename))]
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames),
              *traceback.format_exception_only(exc)]
     return "".join(lines).rstrip()
