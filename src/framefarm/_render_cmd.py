@@ -37,6 +37,8 @@ def render_command(args: argparse.Namespace) -> int:
                 config.JOBLOG: config.default_joblog_url()}
     if args.runner == "batch":
         defaults, options = _batch_options(args)
+    else:
+        _refuse_batch_flags(args)
     storage = open_storage(str(config.resolve(args.storage, config.STORAGE,
                                               defaults[config.STORAGE])))
     joblog = open_joblog(str(config.resolve(args.joblog, config.JOBLOG, defaults[config.JOBLOG])))
@@ -90,6 +92,17 @@ def _batch_options(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, 
     defaults = {config.STORAGE: settings.get(config.STORAGE, config.default_storage_url()),
                 config.JOBLOG: settings.get(config.JOBLOG, config.default_joblog_url())}
     return defaults, {"targets": targets, "plan_here": args.plan_here, "wait": args.wait}
+
+
+_BATCH_FLAGS = ("stack", "job_queue", "plan_job_definition", "render_job_definition",
+                "encode_job_definition", "plan_here", "wait")
+
+
+def _refuse_batch_flags(args: argparse.Namespace) -> None:
+    given = [f"--{name.replace('_', '-')}" for name in _BATCH_FLAGS if getattr(args, name, None)]
+    if given:
+        raise UserError(f"{', '.join(given)} only work with --runner batch; add --runner batch "
+                        "or leave them out")
 
 
 def _report_failure(result: RunResult, *, joblog_url: str) -> int:

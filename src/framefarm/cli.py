@@ -79,7 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
     add("--preset", help=f"x264 preset, ultrafast to veryslow (default {config.DEFAULT_PRESET})")
     render.add_argument("--keep-frames", action="store_true", dest="keep_frames",
                         help="also store every frame as PNG under runs/RUN/frames/")
-    render.add_argument("--runner", default="local", help="who runs the jobs (default: local)")
+    render.add_argument("--runner", default="local", help="who runs the jobs: local (the default) "
+                        "or batch (AWS Batch)")
+    batch = render.add_argument_group("AWS Batch (--runner batch)")
+    batch.add_argument("--stack", help="a deployed deploy/cloudformation.yaml stack: its outputs name "
+                       "the queue, job definitions, bucket and table")
+    batch.add_argument("--job-queue", dest="job_queue", help=f"the job queue (or {config.JOB_QUEUE})")
+    for kind, variable in (("plan", config.PLAN_JOB_DEFINITION),
+                           ("render", config.RENDER_JOB_DEFINITION),
+                           ("encode", config.ENCODE_JOB_DEFINITION)):
+        batch.add_argument(f"--{kind}-job-definition", dest=f"{kind}_job_definition",
+                           help=f"the {kind} job definition (or {variable})")
+    batch.add_argument("--plan-here", action="store_true", dest="plan_here",
+                       help="plan on this machine and submit the render and encode jobs from here")
+    batch.add_argument("--wait", action="store_true",
+                       help="follow the run to the end and download the video to -o")
 
     sub.add_parser("job", help="run one step from the job contract's environment variables "
                                "(the container entrypoint)")

@@ -88,6 +88,10 @@ def test_progress_bar_on_a_terminal(workdir: Path) -> None:
     (["render", "{sketch}", "-o", "/proc/nope/x.mp4"], "cannot write the output '/proc/nope/x.mp4'"),
     (["render", "{norender}", "-o", "x.mp4"], "has no render(ctx) function"),
     (["status", "no-such-run"], "run 'no-such-run' is not in the job log"),
+    (["render", "{sketch}", "-o", "x.mp4", "--runner", "farm"], "unknown runner 'farm': use one of local"),
+    (["render", "{sketch}", "-o", "x.mp4", "--wait"], "--wait only work with --runner batch"),
+    (["render", "{sketch}", "-o", "x.mp4", "--runner", "batch"],
+     "AWS Batch containers cannot reach file:///"),
 ])
 def test_bad_input_is_one_line_and_exit_2(workdir: Path, write_sketch: Callable[..., Path],
                                           args: list[str], message: str) -> None:
