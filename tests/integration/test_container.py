@@ -3,14 +3,10 @@ run it (same command, same environment), since no Docker engine runs here."""
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import shutil
 import subprocess
 import sys
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -18,57 +14,9 @@ import pytest
 from framefarm.joblog import open_joblog
 from framefarm.video import probe
 from tests.conftest import EXAMPLES, ROOT
+from tests.containers import DOCKERFILE, parse_dockerfile, run_as_image
 
 pytestmark = pytest.mark.integration
-
-DOCKERFILE = ROOT / "deploy" / "Dockerfile"
-
-
-@dataclass
-class Stage:
-    """What one build stage sets, after inheriting from its parent stage."""
-
-    name: str
-    env: dict[str, str] = field(default_factory=dict)
-    entrypoint: list[str] = field(default_factory=list)
-    user: str = ""
-    workdir: str = ""
-
-
-def parse_dockerfile(text: str) -> tuple[dict[str, str], dict[str, Stage]]:
-    """Global ARG defaults, and every stage with ENV, ENTRYPOINT, USER and WORKDIR resolved."""
-    lines = re.sub(r"\\\n", " ", text).splitlines()
-    args: dict[str, str] = {}
-    stages: dict[str, Stage] = {}
-    current: Stage | None = None
-    for raw in lines:
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        word, _, rest = line.partition(" ")
-        word = word.upper()
-        if word == "ARG" and current is None and "=" in rest:
-            name, _, value = rest.partition("=")
-            args[name.strip()] = value.strip()
-        elif word == "FROM":
-            parent, _, name = rest.partition(" AS ")
-            base = stages.get(parent.strip())
-            current = Stage(name.strip())
-            if base is not None:
-                current.env = dict(base.env)
-                current.entrypoint = list(base.entrypoint)
-                current.user, current.workdir = base.user, base.workdir
-            stages[current.name] = current
-        elif current is not None and word == "ENV":
-            for pair in re.findall(r"(\w+)=(\S+)", rest):
-                current.env[pair[0]] = pair[1]
-        elif current is not None and word == "ENTRYPOINT":
-            current.entrypoint = json.loads(rest)
-        elif current is not None and word == "USER":
-            current.user = rest.strip()
-        elif current is not None and word == "WORKDIR":
-            current.workdir = rest.strip()
-    return args, stages
 
 
 def test_hadolint_is_clean() -> None:
@@ -88,18 +36,6 @@ def test_one_target_per_job_type_over_a_shared_non_root_base() -> None:
         assert stage.entrypoint == ["framefarm", "job"]
         uid, _, gid = stage.user.partition(":")
         assert uid.isdigit() and int(uid) != 0 and gid.isdigit()
-
-
-def run_as_image(stage: Stage, overrides: dict[str, str], workdir: Path) -> subprocess.CompletedProcess[str]:
-    """Run the image's ENTRYPOINT with the image's ENV plus Batch's overrides, in its WORKDIR."""
-    env = {k: v for k, v in os.environ.items()
-           if k in ("PATH", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")}
-    env.update(stage.env)
-    env["HOME"] = str(workdir)  # the image's HOME exists; here a writable stand-in
-    env.update(overrides)
-    exe = shutil.which(stage.entrypoint[0], path=str(Path(sys.executable).parent)) or stage.entrypoint[0]
-    return subprocess.run([exe, *stage.entrypoint[1:]], env=env, cwd=workdir, text=True,
-                          capture_output=True, timeout=120, check=False)
 
 
 def test_entrypoints_make_a_video_as_the_images_would(tmp_path: Path) -> None:
