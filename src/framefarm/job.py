@@ -127,7 +127,9 @@ def run_job(env: JobEnv, *, storage: Storage | None = None, joblog: JobLog | Non
     """Run the one step `env` names, recording the attempt; never raises for a failed step."""
     storage = storage or open_storage(env.storage)
     joblog = joblog or open_joblog(env.joblog)
-    run_id = env.run_id or new_run_id()  # only a plan job may come without one
+    # Only a plan job may come without a run id. On AWS Batch it is the plan job's own id, so a
+    # retried attempt (a Spot instance taken back) plans the same run instead of a second one.
+    run_id = env.run_id or (f"batch-{env.batch_job_id}" if env.batch_job_id else new_run_id())
     record = joblog.start_job(run_id=run_id, kind=env.job_type, index=env.index,
                               attempt=env.attempt, host=socket.gethostname(),
                               runner_id=env.batch_job_id)
@@ -135,9 +137,13 @@ def run_job(env: JobEnv, *, storage: Storage | None = None, joblog: JobLog | Non
     def plan() -> _Done:
         assert env.plan is not None
         made = run_plan(replace(env.plan, run_id=run_id), storage=storage)
+        before = joblog.get_run(run_id)
+        ids = dict(before.runner_ids) if before else {}
         joblog.put_run(RunRecord(run_id=run_id, created_at=record.started_at,
-                                 plan=made.to_dict(chunks=False), output=made.output))
-        if env.batch is not None:
+                                 plan=made.to_dict(chunks=False), output=made.output,
+                                 runner_ids=ids))
+        if env.batch is not None and not ("render" in ids and "encode" in ids):
+            # (an earlier attempt of this plan job that submitted them is not repeated)
             submitted = submit_downstream(run_id=run_id, chunks=made.size,
                                           total_frames=made.total_frames, env=env.contract,
                                           targets=env.batch)
