@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +60,66 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
     full_env.update(env or {})
     return subprocess.run([*framefarm_command(), *args], cwd=cwd, env=full_env, text=True,
                           capture_output=True, timeout=timeout, check=False)
+
+
+# -- AWS, played by a moto server on 127.0.0.1 ------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """A moto server on 127.0.0.1 for the whole session (Batch without Docker); its URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server._server.server_address[:2]  # the port the OS chose
+    url = f"http://{host}:{port}"
+    request = urllib.request.Request(f"{url}/moto-api/config", method="POST",
+                                     data=json.dumps({"batch": {"use_docker": False}}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=10).read()
+    yield url
+    server.stop()
+
+
+AWS_MACHINE = {"AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+               "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+"""What a machine on AWS has (a region, credentials), less where AWS is."""
+
+
+@pytest.fixture
+def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """The standard AWS configuration pointing at the moto server, in this process's environment
+    (and so in every subprocess a test starts); returns the variables."""
+    from framefarm import _aws
+
+    env = {**AWS_MACHINE, "AWS_ENDPOINT_URL": moto_server}
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    _aws.reset()
+    yield env
+    _aws.reset()
+
+
+def unique_name(prefix: str) -> str:
+    """A fresh AWS resource name (lower case, so valid for buckets too)."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def bucket(aws_env: dict[str, str]) -> str:
+    """A new, empty S3 bucket on the moto server; its name."""
+    import boto3
+
+    name = unique_name("ff-bucket")
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def joblog_table(aws_env: dict[str, str]) -> str:
+    """A new DynamoDB job-log table made from deploy/cloudformation.yaml's own definition."""
+    from tests.cfn import create_table_from_template
+
+    return create_table_from_template(unique_name("ff-joblog"))

@@ -15,6 +15,7 @@ from framefarm.errors import MissingExtraError, UserError
 from framefarm.storage import BACKENDS, Backend, Storage, open_storage, split_url
 from framefarm.storage.file import FileStorage
 from framefarm.storage.memory import MemoryStorage
+from framefarm.storage.s3 import S3Storage
 
 
 class TestFileStorage(StorageContract):
@@ -127,6 +128,80 @@ class TestMemoryStorage(StorageContract):
         assert pickle.loads(pickle.dumps(storage)).get_bytes("k") == b"v"
 
 
+class TestS3Storage(StorageContract):
+    """Real HTTP calls from boto3 to a moto server; a fresh bucket per test."""
+
+    @pytest.fixture(autouse=True)
+    def _bucket(self, bucket: str) -> None:
+        self.bucket = bucket
+
+    def make_storage(self, tmp_path: Path) -> Storage:
+        return S3Storage(self.bucket, "framefarm")
+
+    def test_objects_live_under_the_prefix(self, storage: Storage) -> None:
+        import boto3
+
+        storage.put_bytes("runs/r1/plan.json", b"{}")
+        found = boto3.client("s3").get_object(Bucket=self.bucket, Key="framefarm/runs/r1/plan.json")
+        assert found["Body"].read() == b"{}"
+        assert storage.url_for("runs/r1/plan.json") == f"s3://{self.bucket}/framefarm/runs/r1/plan.json"
+
+    def test_objects_outside_the_prefix_are_not_listed(self, storage: Storage) -> None:
+        import boto3
+
+        boto3.client("s3").put_object(Bucket=self.bucket, Key="elsewhere/k", Body=b"x")
+        boto3.client("s3").put_object(Bucket=self.bucket, Key="framefarmish/k", Body=b"x")
+        storage.put_bytes("k", b"v")
+        assert storage.list() == ["k"]
+
+    def test_no_prefix(self) -> None:
+        storage = open_storage(f"s3://{self.bucket}")
+        storage.put_bytes("a/b", b"v")
+        assert storage.url == f"s3://{self.bucket}"
+        assert storage.list() == ["a/b"]
+        assert storage.url_for("a/b") == f"s3://{self.bucket}/a/b"
+
+    def test_big_file_goes_up_in_parts(self, storage: Storage, tmp_path: Path) -> None:
+        data = os.urandom(9 * 1024 * 1024)  # above boto3's 8 MB multipart threshold
+        (tmp_path / "big").write_bytes(data)
+        storage.put_file("runs/r/output.mp4", tmp_path / "big")
+        assert storage.get_file("runs/r/output.mp4", tmp_path / "back").read_bytes() == data
+
+    def test_missing_bucket_is_one_line(self, aws_env: dict[str, str]) -> None:
+        storage = open_storage("s3://no-such-bucket-for-framefarm/p")
+        for action in (lambda: storage.put_bytes("k", b"v"), lambda: storage.get_bytes("k"),
+                       storage.list):
+            with pytest.raises(UserError) as caught:
+                action()
+            message = str(caught.value)
+            assert "S3 bucket 'no-such-bucket-for-framefarm' does not exist" in message
+            assert "FRAMEFARM_STORAGE" in message and "\n" not in message
+
+    def test_pickles_without_its_client(self, storage: Storage) -> None:
+        storage.put_bytes("k", b"v")
+        copy = pickle.loads(pickle.dumps(storage))
+        assert copy.get_bytes("k") == b"v"
+        assert copy.url == storage.url
+
+
+@pytest.mark.parametrize(("url", "bucket", "prefix", "canonical"), [
+    ("s3://b", "b", "", "s3://b"),
+    ("s3://b/", "b", "", "s3://b"),
+    ("s3://b/p/q", "b", "p/q", "s3://b/p/q"),
+    ("s3://b/p/q/", "b", "p/q", "s3://b/p/q"),
+    ("S3://b/p", "b", "p", "s3://b/p"),
+])
+def test_s3_url(url: str, bucket: str, prefix: str, canonical: str) -> None:
+    storage = open_storage(url)  # opening makes no call: no AWS needed
+    assert isinstance(storage, S3Storage)
+    assert (storage.bucket, storage.prefix, storage.url) == (bucket, prefix, canonical)
+
+
+def test_s3_url_without_a_bucket() -> None:
+    with pytest.raises(UserError, match="names no bucket: use s3://BUCKET/PREFIX"):
+        open_storage("s3://")
+
+
 # -- open_storage ------------------------------------------------------------------------------
 
 
@@ -181,7 +256,8 @@ def test_unknown_scheme(url: str) -> None:
     with pytest.raises(UserError) as caught:
         open_storage(url)
     message = str(caught.value)
-    assert message == f"unknown storage URL {url!r}: use one of file:///path, memory://name"
+    assert message == (f"unknown storage URL {url!r}: use one of file:///path, memory://name, "
+                       "s3://bucket/prefix")
 
 
 @pytest.mark.parametrize("url", ["s3:bucket", "memory:name", "file:data"])
@@ -197,9 +273,9 @@ def test_no_folder(url: str) -> None:
 
 
 def test_error_lists_every_registered_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(BACKENDS, "s3", Backend("framefarm.storage.s3", "S3Storage", "aws",
-                                                "s3://bucket/prefix"))
-    with pytest.raises(UserError, match="file:///path, memory://name, s3://bucket/prefix"):
+    monkeypatch.setitem(BACKENDS, "gcs", Backend("framefarm.storage.gcs", "GcsStorage", "gcp",
+                                                 "gs://bucket/prefix"))
+    with pytest.raises(UserError, match="file:///path, memory://name, s3://bucket/prefix, gs://"):
         open_storage("gs://bucket")
 
 

@@ -31,8 +31,8 @@ class Backend:
 BACKENDS: dict[str, Backend] = {
     "file": Backend("framefarm.storage.file", "FileStorage", None, "file:///path"),
     "memory": Backend("framefarm.storage.memory", "MemoryStorage", None, "memory://name"),
-    # A new backend is one line here plus a module whose class has `from_url(url)`, e.g.
-    # "s3": Backend("framefarm.storage.s3", "S3Storage", "aws", "s3://bucket/prefix"),
+    "s3": Backend("framefarm.storage.s3", "S3Storage", "aws", "s3://bucket/prefix"),
+    # A new backend is one line here plus a module whose class has `from_url(url)`.
 }
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")

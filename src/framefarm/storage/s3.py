@@ -1,0 +1,122 @@
+"""Storage in an S3 bucket under a prefix: `s3://bucket/prefix`.
+
+A PUT replaces an object whole (a reader sees the old object or the new one), so every write is
+atomic; files go up and down through boto3's managed (multipart, parallel) transfer. Downloads
+land in a temporary file next to the destination and are renamed over it.
+"""
+
+from __future__ import annotations
+
+import builtins
+from pathlib import Path
+from typing import Any, NoReturn
+
+from framefarm import _aws, config
+from framefarm.errors import UserError
+from framefarm.storage._base import Storage, atomic_file
+
+_NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
+_NO_BUCKET = frozenset({"NoSuchBucket"})
+_DENIED = frozenset({"403", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId",
+                     "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"})
+
+
+class S3Storage(Storage):
+    """Objects under `prefix` in `bucket`; keys map to `prefix/key`."""
+
+    def __init__(self, bucket: str, prefix: str = "") -> None:
+        if not bucket or "/" in bucket:
+            raise UserError(f"bad S3 bucket name {bucket!r}: use s3://BUCKET/PREFIX")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+
+    @classmethod
+    def from_url(cls, url: str) -> S3Storage:
+        """`s3://bucket` or `s3://bucket/some/prefix` (a trailing slash is ignored)."""
+        rest = url.split("://", 1)[1] if "://" in url else ""
+        bucket, _, prefix = rest.partition("/")
+        if not bucket:
+            raise UserError(f"storage URL {url!r} names no bucket: use s3://BUCKET/PREFIX")
+        return cls(bucket, prefix)
+
+    def __repr__(self) -> str:
+        return f"S3Storage({self.bucket!r}, {self.prefix!r})"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (S3Storage, (self.bucket, self.prefix))  # the client is made anew where it lands
+
+    @property
+    def _s3(self) -> Any:
+        return _aws.client("s3")
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _fail(self, key: str, exc: Exception) -> NoReturn:
+        code = _aws.error_code(exc)
+        if code in _NOT_FOUND:
+            raise self._missing(key) from None
+        if code in _NO_BUCKET:
+            raise UserError(f"S3 bucket {self.bucket!r} does not exist ({self.url}): create it or "
+                            f"deploy the stack, and set {config.STORAGE}") from None
+        if code in _DENIED:
+            raise UserError(f"S3 refused access to {self.url} ({code}): check the AWS credentials "
+                            f"and the bucket's policy, or set {config.STORAGE}") from None
+        raise exc
+
+    # -- primitives ---------------------------------------------------------------------------
+
+    def _put_bytes(self, key: str, data: bytes) -> None:
+        try:
+            self._s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except Exception as exc:
+            self._fail(key, exc)
+
+    def _get_bytes(self, key: str) -> bytes:
+        try:
+            body: bytes = self._s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except Exception as exc:
+            self._fail(key, exc)
+        return body
+
+    def _put_file(self, key: str, path: Path) -> None:
+        try:
+            self._s3.upload_file(str(path), self.bucket, self._key(key))
+        except Exception as exc:
+            self._fail(key, getattr(exc, "last_exception", None) or exc)
+
+    def _get_file(self, key: str, path: Path) -> None:
+        try:
+            with atomic_file(path) as f:
+                self._s3.download_fileobj(self.bucket, self._key(key), f)
+        except Exception as exc:
+            self._fail(key, exc)
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self._s3.head_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            if _aws.error_code(exc) in _NOT_FOUND:
+                return False
+            self._fail(key, exc)
+        return True
+
+    def _list(self, prefix: str) -> builtins.list[str]:
+        base = f"{self.prefix}/" if self.prefix else ""
+        keys: builtins.list[str] = []
+        try:
+            pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                       Prefix=base + prefix)
+            for page in pages:
+                keys += [item["Key"][len(base):] for item in page.get("Contents", [])]
+        except Exception as exc:
+            self._fail(prefix or ".", exc)
+        return keys
+
+    def _delete(self, key: str) -> None:
+        try:
+            self._s3.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            if _aws.error_code(exc) not in _NOT_FOUND:
+                self._fail(key, exc)
