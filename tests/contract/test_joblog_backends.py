@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import re
 import sqlite3
 import time
 import uuid
@@ -16,6 +17,7 @@ from joblog_contract import JobLogContract
 
 from framefarm.errors import UserError
 from framefarm.joblog import JobLog, StatusConflict, open_joblog
+from framefarm.joblog.dynamodb import DynamoDBJobLog
 from framefarm.joblog.memory import MemoryJobLog
 from framefarm.joblog.sqlite import SqliteJobLog
 from framefarm.model import RunRecord
@@ -153,6 +155,129 @@ class TestMemoryJobLog(JobLogContract):
         assert (joblog.runs(), joblog.jobs("r")) == ([], [])
 
 
+class TestDynamoDBJobLog(JobLogContract):
+    """Real HTTP calls from boto3 to a moto server; a fresh table, made from the CloudFormation
+    template's own definition, per test."""
+
+    @pytest.fixture(autouse=True)
+    def _table(self, joblog_table: str) -> None:
+        self.table = joblog_table
+
+    def make_joblog(self, tmp_path: Path) -> JobLog:
+        return DynamoDBJobLog(self.table)
+
+    def raw_items(self) -> list[dict[str, Any]]:
+        import boto3
+
+        return boto3.client("dynamodb").scan(TableName=self.table, ConsistentRead=True)["Items"]
+
+    def test_item_design(self, joblog: JobLog) -> None:
+        joblog.put_run(RunRecord(run_id="r1", created_at="2026-01-02T03:04:05.000Z"))
+        joblog.start_job(run_id="r1", kind="render", index=12, status="SUBMITTED")
+        joblog.start_job(run_id="r1", kind="plan")
+        keys = sorted((i["pk"]["S"], i["sk"]["S"]) for i in self.raw_items())
+        assert keys == [("RUN#r1", "JOB#plan#00001"), ("RUN#r1", "JOB#render:12#00001"),
+                        ("RUN#r1", "RUN")]
+        run_item = next(i for i in self.raw_items() if i["sk"]["S"] == "RUN")
+        assert (run_item["entity"]["S"], run_item["created_at"]["S"]) == ("run", "2026-01-02T03:04:05.000Z")
+        job_item = next(i for i in self.raw_items() if i["sk"]["S"].startswith("JOB#render"))
+        assert (job_item["status"]["S"], job_item["index"]["N"]) == ("SUBMITTED", "12")
+        assert "expires_at" not in job_item  # no TTL unless asked for
+
+    def test_ttl_marks_every_item(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("FRAMEFARM_JOBLOG_TTL_DAYS", "2")
+        joblog = open_joblog(f"dynamodb://{self.table}")
+        assert isinstance(joblog, DynamoDBJobLog) and joblog.ttl_days == 2
+        before = time.time()
+        joblog.put_run(RunRecord(run_id="r"))
+        joblog.start_job(run_id="r", kind="plan")
+        for item in self.raw_items():
+            expires = int(item["expires_at"]["N"])
+            assert before + 2 * 86400 - 5 <= expires <= time.time() + 2 * 86400 + 5
+
+    def test_ttl_in_the_url_wins(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("FRAMEFARM_JOBLOG_TTL_DAYS", "2")
+        joblog = open_joblog(f"dynamodb://{self.table}?ttl_days=0.5")
+        assert isinstance(joblog, DynamoDBJobLog) and joblog.ttl_days == 0.5
+        assert open_joblog(joblog.url).url == joblog.url
+
+    def test_missing_table_is_one_line(self) -> None:
+        joblog = open_joblog("dynamodb://no-such-table-for-framefarm")
+        for action in (lambda: joblog.get_run("r"), lambda: joblog.jobs("r"), joblog.runs,
+                       lambda: joblog.start_job(run_id="r", kind="plan")):
+            with pytest.raises(UserError) as caught:
+                action()
+            message = str(caught.value)
+            assert "DynamoDB table 'no-such-table-for-framefarm' does not exist" in message
+            assert "FRAMEFARM_JOBLOG" in message and "\n" not in message
+
+    def test_pickles_without_its_client(self, joblog: JobLog) -> None:
+        record = joblog.start_job(run_id="r", kind="plan")
+        copy = pickle.loads(pickle.dumps(joblog))
+        assert copy.url == joblog.url and copy.jobs("r") == [record]
+
+    def test_processes_racing_lose_nothing(self) -> None:
+        """Spawned processes (each its own client) race for attempt numbers and for finishing
+        one job: every number is handed out once, and exactly one finish wins."""
+        joblog = DynamoDBJobLog(self.table)
+        plan = joblog.start_job(run_id=RUN, kind="plan", status="RUNNING")
+        context: Any = multiprocessing.get_context("spawn")
+        barrier = context.Barrier(RACERS)
+        results = context.Queue()
+        racers = [context.Process(target=_racer, args=(joblog.url, w, barrier, results))
+                  for w in range(RACERS)]
+        for racer in racers:
+            racer.start()
+        reports = [results.get(timeout=120) for _ in racers]
+        for racer in racers:
+            racer.join(timeout=60)
+        assert [r.exitcode for r in racers] == [0] * RACERS
+        handed_out = sorted(a for report in reports for a in report["attempts"])
+        assert handed_out == list(range(1, RACERS * RACES + 1))
+        assert [r.attempt for r in joblog.jobs(RUN) if r.kind == "encode"] == handed_out
+        winners = [report["worker"] for report in reports if report["won"]]
+        assert len(winners) == 1
+        final = joblog.get_job(RUN, "plan", plan.attempt)
+        assert final is not None and final.runner_id == f"w{winners[0]}"
+        assert final.status == ("SUCCEEDED" if winners[0] % 2 == 0 else "FAILED")
+
+
+RACERS = 4
+RACES = 6
+
+
+def _racer(url: str, worker: int, barrier: Any, results: Any) -> None:
+    joblog = open_joblog(url)
+    barrier.wait()
+    attempts = [joblog.start_job(run_id=RUN, kind="encode", runner_id=f"w{worker}").attempt
+                for _ in range(RACES)]
+    plan = joblog.get_job(RUN, "plan", 1)
+    assert plan is not None
+    try:
+        joblog.update_job(plan, status="SUCCEEDED" if worker % 2 == 0 else "FAILED",
+                          runner_id=f"w{worker}")
+        won = True
+    except StatusConflict:
+        won = False
+    results.put({"worker": worker, "attempts": attempts, "won": won})
+
+
+def test_dynamodb_url() -> None:
+    joblog = open_joblog("dynamodb://framefarm-joblog")  # opening makes no call: no AWS needed
+    assert isinstance(joblog, DynamoDBJobLog)
+    assert (joblog.table, joblog.url) == ("framefarm-joblog", "dynamodb://framefarm-joblog")
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("dynamodb://", "names no table"), ("dynamodb://a/b", "names no table"),
+    ("dynamodb://t?ttl_days=soon", "is not a number of days"),
+    ("dynamodb://t?ttl_days=-1", "use 0 (keep items) or more"),
+])
+def test_bad_dynamodb_url(url: str, message: str) -> None:
+    with pytest.raises(UserError, match=re.escape(message)):
+        open_joblog(url)
+
+
 # -- many processes, one SQLite file ------------------------------------------------------------
 
 RUN = "run-many"
@@ -224,12 +349,12 @@ def test_memory_url() -> None:
     assert isinstance(joblog, MemoryJobLog) and joblog.url == "memory://named"
 
 
-@pytest.mark.parametrize("url", ["postgres://db", "dynamodb://table", "file:///tmp/j.db"])
+@pytest.mark.parametrize("url", ["postgres://db", "s3://bucket/x", "file:///tmp/j.db"])
 def test_unknown_scheme(url: str) -> None:
     with pytest.raises(UserError) as caught:
         open_joblog(url)
     assert str(caught.value) == (f"unknown job log URL {url!r}: "
-                                 "use one of sqlite:///path, memory://name")
+                                 "use one of sqlite:///path, memory://name, dynamodb://table")
 
 
 def test_no_url() -> None:

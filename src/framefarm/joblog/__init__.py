@@ -15,8 +15,8 @@ __all__ = ["BACKENDS", "JobLog", "StatusConflict", "now_iso", "open_joblog"]
 BACKENDS: dict[str, Backend] = {
     "sqlite": Backend("framefarm.joblog.sqlite", "SqliteJobLog", None, "sqlite:///path"),
     "memory": Backend("framefarm.joblog.memory", "MemoryJobLog", None, "memory://name"),
-    # A new backend is one line here plus a module whose class has `from_url(url)`, e.g.
-    # "dynamodb": Backend("framefarm.joblog.dynamodb", "DynamoDBJobLog", "aws", "dynamodb://table"),
+    "dynamodb": Backend("framefarm.joblog.dynamodb", "DynamoDBJobLog", "aws", "dynamodb://table"),
+    # A new backend is one line here plus a module whose class has `from_url(url)`.
 }
 
 

@@ -26,8 +26,8 @@ MAX_ARRAY_SIZE = 10_000
 """AWS Batch array jobs have 2 to 10,000 children."""
 
 # Variables every downstream job gets from the plan job, when the plan job has them.
-_PASSED_ON = (config.STORAGE, config.JOBLOG, config.JOB_CPUS, config.TRACEPARENT,
-              config.XRAY_TRACE_ID)
+_PASSED_ON = (config.STORAGE, config.JOBLOG, config.JOBLOG_TTL_DAYS, config.JOB_CPUS,
+              config.TRACEPARENT, config.XRAY_TRACE_ID)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,6 +243,7 @@ class BatchRunner(Runner):
         from framefarm.report import merged_jobs, run_status
 
         began = time.monotonic()
+        pause = min(1.0, self.poll_seconds)  # quick at first, then every poll_seconds
         while True:
             run = joblog.get_run(run_id)
             plan = dict(run.plan) if run else {}
@@ -262,7 +263,8 @@ class BatchRunner(Runner):
                                  for r in records if r.status == "FAILED")
                 return RunResult(run_id=run_id, succeeded=status == "SUCCEEDED",
                                  failures=failures)
-            time.sleep(self.poll_seconds)
+            time.sleep(pause)
+            pause = min(pause * 2, self.poll_seconds)
 
 
 # CloudFormation output names (deploy/cloudformation.yaml) -> what they configure.
