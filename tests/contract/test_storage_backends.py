@@ -167,6 +167,23 @@ class TestS3Storage(StorageContract):
         storage.put_file("runs/r/output.mp4", tmp_path / "big")
         assert storage.get_file("runs/r/output.mp4", tmp_path / "back").read_bytes() == data
 
+    def test_expiring_objects_carry_the_lifecycle_tag(self, storage: Storage, tmp_path: Path) -> None:
+        import boto3
+
+        from framefarm.storage.s3 import EXPIRES_TAG
+
+        (tmp_path / "seg").write_bytes(b"segment")
+        storage.put_file("runs/r/segments/00000.mp4", tmp_path / "seg", expires=True)
+        storage.put_file("runs/r/output.mp4", tmp_path / "seg")
+        s3 = boto3.client("s3")
+
+        def tags(key: str) -> set[str]:
+            found = s3.get_object_tagging(Bucket=self.bucket, Key=f"framefarm/{key}")["TagSet"]
+            return {f"{t['Key']}={t['Value']}" for t in found}
+
+        assert tags("runs/r/segments/00000.mp4") == {EXPIRES_TAG}
+        assert tags("runs/r/output.mp4") == set()
+
     def test_missing_bucket_is_one_line(self, aws_env: dict[str, str]) -> None:
         storage = open_storage("s3://no-such-bucket-for-framefarm/p")
         for action in (lambda: storage.put_bytes("k", b"v"), lambda: storage.get_bytes("k"),

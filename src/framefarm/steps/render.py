@@ -57,7 +57,7 @@ def run_render(request: RenderRequest, *, storage: Storage,
                 if on_frame is not None:
                     on_frame(done)
         key = segment_key(plan.run_id, chunk.index)
-        storage.put_file(key, tmp)
+        storage.put_file(key, tmp, expires=True)  # the video outlives its segments
     finally:
         tmp.unlink(missing_ok=True)
     return RenderResult(index=chunk.index, start=chunk.start, stop=chunk.stop, segment=key,

@@ -43,9 +43,13 @@ class Storage(ABC):
         """The object under `key`; StorageKeyError when there is none."""
         return self._get_bytes(check_key(key))
 
-    def put_file(self, key: str, path: str | Path) -> None:
-        """Store the file at `path` under `key`, atomically."""
-        self._put_file(check_key(key), Path(path))
+    def put_file(self, key: str, path: str | Path, *, expires: bool = False) -> None:
+        """Store the file at `path` under `key`, atomically.
+
+        `expires` marks an intermediate object (a segment) that the backend may delete after a
+        while: S3 tags it for the bucket's lifecycle rule; local folders keep everything.
+        """
+        self._put_file(check_key(key), Path(path), expires)
 
     def get_file(self, key: str, path: str | Path) -> Path:
         """Copy the object under `key` to `path` (written atomically); returns `path`."""
@@ -90,7 +94,7 @@ class Storage(ABC):
     @abstractmethod
     def _delete(self, key: str) -> None: ...
 
-    def _put_file(self, key: str, path: Path) -> None:
+    def _put_file(self, key: str, path: Path, expires: bool = False) -> None:
         self._put_bytes(key, path.read_bytes())
 
     def _get_file(self, key: str, path: Path) -> None:

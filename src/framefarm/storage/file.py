@@ -59,7 +59,7 @@ class FileStorage(Storage):
         except OSError as e:
             self._cannot_write(key, e)
 
-    def _put_file(self, key: str, path: Path) -> None:
+    def _put_file(self, key: str, path: Path, expires: bool = False) -> None:
         try:
             copy_file_atomic(path, self._path(key))
         except OSError as e:

@@ -15,6 +15,9 @@ from framefarm import _aws, config
 from framefarm.errors import UserError
 from framefarm.storage._base import Storage, atomic_file
 
+EXPIRES_TAG = "framefarm-expires=true"
+"""The tag of objects stored with `expires=True`; the stack's lifecycle rule deletes them."""
+
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 _NO_BUCKET = frozenset({"NoSuchBucket"})
 _DENIED = frozenset({"403", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId",
@@ -80,9 +83,10 @@ class S3Storage(Storage):
             self._fail(key, exc)
         return body
 
-    def _put_file(self, key: str, path: Path) -> None:
+    def _put_file(self, key: str, path: Path, expires: bool = False) -> None:
+        extra = {"Tagging": EXPIRES_TAG} if expires else None
         try:
-            self._s3.upload_file(str(path), self.bucket, self._key(key))
+            self._s3.upload_file(str(path), self.bucket, self._key(key), ExtraArgs=extra)
         except Exception as exc:
             self._fail(key, getattr(exc, "last_exception", None) or exc)
 
