@@ -31,6 +31,7 @@ from framefarm.steps import (
     run_render,
 )
 from framefarm.steps._keys import plan_key
+from framefarm.steps.plan import read_plan
 from framefarm.storage import Storage, open_storage
 
 PROGRESS_INTERVAL = 0.5
@@ -93,8 +94,6 @@ class JobEnv:
         run_id = get(config.RUN_ID)
         if job_type in ("render", "encode") and not run_id:
             raise UserError(f"{config.RUN_ID} is not set: {job_type} jobs need the run id of the plan")
-        if job_type == "render" and index is None:
-            raise UserError(f"{config.ARRAY_INDEX} is not set: a render job needs its chunk index")
         if job_type == "plan" and not get(config.SKETCH):
             raise UserError(f"{config.SKETCH} is not set: point it at the sketch (a .py file, "
                             "module:function or storage URL)")
@@ -130,6 +129,8 @@ def run_job(env: JobEnv, *, storage: Storage | None = None, joblog: JobLog | Non
     # Only a plan job may come without a run id. On AWS Batch it is the plan job's own id, so a
     # retried attempt (a Spot instance taken back) plans the same run instead of a second one.
     run_id = env.run_id or (f"batch-{env.batch_job_id}" if env.batch_job_id else new_run_id())
+    if env.job_type == "render" and env.index is None:
+        env = replace(env, index=_only_chunk(run_id, storage))
     record = joblog.start_job(run_id=run_id, kind=env.job_type, index=env.index,
                               attempt=env.attempt, host=socket.gethostname(),
                               runner_id=env.batch_job_id)
@@ -180,6 +181,16 @@ def run_job(env: JobEnv, *, storage: Storage | None = None, joblog: JobLog | Non
     joblog.update_job(current, status="SUCCEEDED", frames=done.frames, outputs=done.outputs)
     return JobOutcome(job=record.job, run_id=run_id, succeeded=True, index=record.index,
                       result=done.result)
+
+
+def _only_chunk(run_id: str, storage: Storage) -> int:
+    """The index of a render job started without one: a plain (non-array) Batch job renders a
+    plan of one chunk, and Batch reserves AWS_BATCH_* names, so nobody may set the index."""
+    size = read_plan(run_id, storage).size
+    if size != 1:
+        raise UserError(f"{config.ARRAY_INDEX} is not set: run {run_id} has {size} chunks, so a "
+                        "render job needs its chunk index (submit it as an array job)")
+    return 0
 
 
 @dataclass(frozen=True)

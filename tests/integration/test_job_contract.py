@@ -75,7 +75,7 @@ def test_rerunning_a_render_job_records_a_second_attempt(workdir: Path) -> None:
     ({}, "JOB_TYPE is not set"),
     ({"JOB_TYPE": "paint"}, "JOB_TYPE is 'paint'"),
     ({"JOB_TYPE": "render", "AWS_BATCH_JOB_ARRAY_INDEX": "0"}, "FRAMEFARM_RUN_ID is not set"),
-    ({"JOB_TYPE": "render", "FRAMEFARM_RUN_ID": "r"}, "AWS_BATCH_JOB_ARRAY_INDEX is not set"),
+    ({"JOB_TYPE": "render", "FRAMEFARM_RUN_ID": "r"}, "run 'r' has no plan"),
     ({"JOB_TYPE": "plan"}, "FRAMEFARM_SKETCH is not set"),
     ({"JOB_TYPE": "plan", "FRAMEFARM_SKETCH": "x.py", "TOTAL_FRAMES": "ten"},
      "TOTAL_FRAMES='ten' is not a whole number"),
@@ -87,3 +87,25 @@ def test_bad_job_environment_is_one_line_and_exit_2(workdir: Path, env: dict[str
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_render_job_without_an_index_renders_a_one_chunk_plan_only(workdir: Path) -> None:
+    """A one-chunk plan goes to AWS Batch as a plain job, which has no array index."""
+    base = {"FRAMEFARM_STORAGE": (workdir / "s").as_uri(),
+            "FRAMEFARM_JOBLOG": f"sqlite:///{workdir}/log.db"}
+    runs = {}
+    for frames in ("3", "6"):
+        plan = run_cli("job", cwd=workdir, env={
+            **base, "JOB_TYPE": "plan", "FRAMEFARM_SKETCH": str(EXAMPLES / "plasma.py"),
+            "TOTAL_FRAMES": frames, "FRAMES_PER_RENDER_JOB": "3", "FRAMEFARM_WIDTH": "32",
+            "FRAMEFARM_HEIGHT": "16"})
+        runs[frames] = plan.stdout.strip()
+    one = run_cli("job", cwd=workdir, env={**base, "JOB_TYPE": "render",
+                                           "FRAMEFARM_RUN_ID": runs["3"]})
+    assert one.returncode == 0, one.stderr
+    assert [(j.job, j.status) for j in open_joblog(base["FRAMEFARM_JOBLOG"]).jobs(runs["3"])
+            if j.kind == "render"] == [("render:0", "SUCCEEDED")]
+    two = run_cli("job", cwd=workdir, env={**base, "JOB_TYPE": "render",
+                                           "FRAMEFARM_RUN_ID": runs["6"]})
+    assert two.returncode == 2
+    assert f"AWS_BATCH_JOB_ARRAY_INDEX is not set: run {runs['6']} has 2 chunks" in two.stderr

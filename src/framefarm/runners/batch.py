@@ -98,8 +98,8 @@ def submit_downstream(*, run_id: str, chunks: int, total_frames: int, env: Mappi
     render_args: dict[str, Any] = {}
     if chunks > 1:
         render_args["arrayProperties"] = {"size": chunks}
-    else:
-        render_env[config.ARRAY_INDEX] = "0"  # a plain job: Batch sets no index
+    # else a plain job (arrays have 2 or more children): it finds no index and renders the
+    # plan's only chunk (names starting AWS_BATCH_ are Batch's own: overrides may not set them)
     render = batch.submit_job(jobName=job_name(run_id, "render"), jobQueue=targets.queue,
                               jobDefinition=targets.render_definition,
                               containerOverrides=_overrides(render_env), **render_args)
