@@ -27,7 +27,7 @@ from tests.cfn import load_template
 from tests.conftest import EXAMPLES, framefarm_command, psnr, run_cli, unique_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
-              pytest.mark.filterwarnings("ignore:Tried to parse AWS::S3::BucketPolicy")]
+              pytest.mark.filterwarnings("ignore:Tried to parse AWS.+BucketPolicy")]
 
 
 @pytest.fixture
