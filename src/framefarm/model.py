@@ -108,14 +108,16 @@ class Plan:
 
     def chunks(self) -> Iterator[Chunk]:
         """Every chunk, in order."""
-        return (self.chunk(i) for i in range(self.size))
+        k, n = self.frames_per_job, self.total_frames
+        return (Chunk(i, start, min(start + k, n)) for i, start in enumerate(range(0, n, k)))
 
     def to_dict(self, *, chunks: bool = True) -> dict[str, Any]:
         """A JSON-safe dict; with `chunks`, every chunk's [start, stop) for people to read."""
         data = asdict(self)
         data["size"] = self.size
         if chunks:
-            data["chunks"] = [[c.start, c.stop] for c in self.chunks()]
+            k, n = self.frames_per_job, self.total_frames
+            data["chunks"] = [[start, min(start + k, n)] for start in range(0, n, k)]
         return data
 
     def to_json(self) -> str:

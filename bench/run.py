@@ -1,0 +1,432 @@
+"""framefarm side by side with what users do today, and with the machine's limit.
+
+    pip install -e '.[bench]'
+    python bench/run.py            # every workload, writes bench/RESULTS.md (about 3 minutes)
+    python bench/run.py --quick    # small frame counts, a smoke run
+
+Every contender runs as its own subprocess (fresh imports, no shared caches) and is timed from
+outside: wall time, CPU time of the whole process tree, and peak memory (the largest process,
+sampled with psutil). Every video made is checked (frame count) so nobody wins by doing less.
+See bench/README.md for what each contender is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+CRF, PRESET = 18, "fast"
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    sketch: str
+    frames: int
+    width: int = 1280
+    height: int = 720
+    fps: int = 30
+    contenders: tuple[str, ...] = ("naive", "pool", "framefarm", "limit")
+
+
+WORKLOADS = (
+    Workload("plasma", "plasma.py", 240),
+    Workload("circles", "circles.py", 240),
+    Workload("wave_plot", "wave_plot.py", 120,
+             contenders=("naive", "matplotlib", "pool", "framefarm", "limit")),
+    Workload("one_frame", "plasma.py", 1, contenders=("naive", "pool", "framefarm")),
+)
+
+
+@dataclass
+class Measure:
+    """One contender on one workload."""
+
+    contender: str
+    wall: float
+    cpu: float
+    peak_mb: float
+    worker_peak_mb: float = 0.0
+    frames: int = 0
+    note: str = ""
+
+
+# -- measuring a subprocess ---------------------------------------------------------------------
+
+
+def measure(command: Sequence[str], *, cwd: Path, contender: str) -> Measure:
+    """Run `command`; wall time, CPU time of its whole tree, and peak RSS (largest process, and
+    largest process other than the root: a worker)."""
+    import psutil
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.perf_counter()
+    process = subprocess.Popen(list(command), cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    peaks: dict[int, float] = {}
+    done = threading.Event()
+
+    def sample() -> None:
+        try:
+            root = psutil.Process(process.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not done.is_set():
+            try:
+                tree = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            for p in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    peaks[p.pid] = max(peaks.get(p.pid, 0.0), p.memory_info().rss / 2**20)
+            done.wait(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = process.communicate()
+    wall = time.perf_counter() - began
+    done.set()
+    sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if process.returncode != 0:
+        raise SystemExit(f"{contender} failed ({process.returncode}):\n{stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    workers = [mb for pid, mb in peaks.items() if pid != process.pid]
+    note = stdout.strip().splitlines()[-1] if stdout.strip() else ""
+    return Measure(contender, wall, cpu, max(peaks.values(), default=0.0),
+                   max(workers, default=0.0), note=note)
+
+
+def count_frames(path: Path) -> int:
+    from framefarm.video import probe
+
+    return probe(path).frames
+
+
+# -- contenders, each run in its own process as `run.py --contender NAME …` ----------------------
+
+
+def _source(work: Workload) -> object:
+    from framefarm.sketch import FrameSource, load_sketch
+
+    return FrameSource(load_sketch(str(EXAMPLES / work.sketch)), width=work.width,
+                       height=work.height, fps=str(work.fps), total_frames=work.frames)
+
+
+def contender_naive(work: Workload, out: Path) -> None:
+    """The loop people write: every frame to a PNG (Pillow's defaults), then ffmpeg."""
+    import imageio_ffmpeg
+    from PIL import Image
+
+    source = _source(work)
+    folder = out.parent / "png"
+    folder.mkdir()
+    for i in range(work.frames):
+        Image.fromarray(source.frame(i)[..., :3]).save(folder / f"{i:06d}.png")  # type: ignore[attr-defined]
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-framerate",
+                    str(work.fps), "-i", str(folder / "%06d.png"), "-c:v", "libx264", "-crf",
+                    str(CRF), "-preset", PRESET, "-pix_fmt", "yuv420p", str(out)], check=True)
+
+
+def contender_matplotlib(work: Workload, out: Path) -> None:
+    """matplotlib's own: FuncAnimation.save with FFMpegWriter, drawing as the sketch draws."""
+    import imageio_ffmpeg
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.animation import FFMpegWriter, FuncAnimation
+
+    matplotlib.rcParams["animation.ffmpeg_path"] = imageio_ffmpeg.get_ffmpeg_exe()
+    dpi = 100
+    fig = plt.figure(figsize=(work.width / dpi, work.height / dpi), dpi=dpi)
+    ax = fig.add_subplot()
+    x = np.linspace(0, 4 * np.pi, 800)
+    (line,) = ax.plot(x, np.zeros_like(x), lw=2, color="tab:blue")
+    ax.set_xlim(x[0], x[-1])
+    ax.set_ylim(-1.2, 1.2)
+    ax.set_xlabel("x")
+    ax.set_ylabel("amplitude")
+    ax.grid(alpha=0.3)
+    title = ax.set_title("travelling wave packet, t =  0.00 s")
+    fig.subplots_adjust(left=0.08, right=0.97, bottom=0.1, top=0.92)
+
+    def update(i: int) -> tuple[object, ...]:
+        t = i / work.fps
+        centre = 2 * np.pi + 1.5 * np.pi * np.sin(t * 0.8)
+        line.set_ydata(np.sin(3 * x - 4 * t) * np.exp(-((x - centre) ** 2) / 4))
+        title.set_text(f"travelling wave packet, t = {t:5.2f} s")
+        return line, title
+
+    animation = FuncAnimation(fig, update, frames=work.frames, blit=False)
+    writer = FFMpegWriter(fps=work.fps, codec="libx264",
+                          extra_args=["-crf", str(CRF), "-preset", PRESET, "-pix_fmt", "yuv420p"])
+    animation.save(str(out), writer=writer, dpi=dpi)
+
+
+_POOL_SOURCE: object = None
+
+
+def _pool_init(work: Workload) -> None:
+    global _POOL_SOURCE
+    _POOL_SOURCE = _source(work)
+
+
+def _pool_frame(i: int) -> object:
+    return _POOL_SOURCE.frame(i)[..., :3].copy()  # type: ignore[attr-defined]
+
+
+def contender_pool(work: Workload, out: Path) -> None:
+    """What a skilled user writes in an afternoon: a Pool renders, the parent encodes (PyAV)."""
+    import multiprocessing
+
+    import av
+
+    with av.open(str(out), "w") as container:
+        stream = container.add_stream("libx264", rate=work.fps)
+        stream.width, stream.height, stream.pix_fmt = work.width, work.height, "yuv420p"
+        stream.options = {"crf": str(CRF), "preset": PRESET}
+        with multiprocessing.Pool(os.cpu_count(), initializer=_pool_init, initargs=(work,)) as pool:
+            for pixels in pool.imap(_pool_frame, range(work.frames), chunksize=4):
+                frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")  # type: ignore[arg-type]
+                container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
+def contender_limit(work: Workload, out: Path) -> None:
+    """The machine's floor: CPU time of sketch + RGB->YUV + x264 (one thread) per frame, summed
+    over every frame, divided by the number of cores. Printed as JSON for the parent."""
+    from framefarm.model import VideoSettings
+    from framefarm.video import SegmentWriter
+
+    source = _source(work)
+    video = VideoSettings(width=work.width, height=work.height, fps=str(work.fps), crf=CRF,
+                          preset=PRESET)
+    sketch = encode = 0.0
+    with SegmentWriter(out, video=video, threads=1) as writer:
+        for i in range(work.frames):
+            began = time.process_time()
+            pixels = source.frame(i)  # type: ignore[attr-defined]
+            mid = time.process_time()
+            writer.write(pixels)
+            sketch += mid - began
+            encode += time.process_time() - mid
+    began = time.process_time()
+    encode += time.process_time() - began
+    cores = os.cpu_count() or 1
+    print(json.dumps({"sketch": sketch, "encode": encode, "limit": (sketch + encode) / cores}))
+
+
+def plan_million() -> dict[str, float]:
+    """Planning 1,000,000 frames (the pure plan and its JSON, as the plan step writes it), and,
+    for information, walking every chunk of it."""
+    from framefarm.model import VideoSettings
+    from framefarm.steps.plan import make_plan
+
+    video = VideoSettings(width=1280, height=720, fps="30", crf=CRF, preset=PRESET)
+    times = {}
+    for per_job in (1, 100):
+        began = time.perf_counter()
+        plan = make_plan(run_id="bench", sketch="s.py", total_frames=1_000_000,
+                         frames_per_job=per_job, video=video)
+        assert plan.to_json()
+        times[f"plan, {per_job} frame(s) per job"] = time.perf_counter() - began
+        began = time.perf_counter()
+        assert sum(len(chunk) for chunk in plan.chunks()) == 1_000_000
+        times[f"walk all {plan.size:,} chunks"] = time.perf_counter() - began
+    return times
+
+
+CONTENDERS: dict[str, Callable[[Workload, Path], None]] = {
+    "naive": contender_naive, "matplotlib": contender_matplotlib, "pool": contender_pool,
+    "limit": contender_limit,
+}
+
+
+def run_contender(name: str, work: Workload, tmp: Path) -> Measure:
+    out = tmp / f"{work.name}-{name}" / "out.mp4"
+    out.parent.mkdir(parents=True)
+    if name == "framefarm":
+        exe = shutil.which("framefarm", path=str(Path(sys.executable).parent)) or "framefarm"
+        command = [exe, "render", str(EXAMPLES / work.sketch), "-o", str(out), "--frames",
+                   str(work.frames), "--size", f"{work.width}x{work.height}"]
+    else:
+        command = [sys.executable, str(Path(__file__)), "--contender", name, "--workload",
+                   json.dumps(work.__dict__), "--out-video", str(out)]
+    result = measure(command, cwd=out.parent, contender=name)
+    result.frames = count_frames(out)
+    if result.frames != work.frames:
+        raise SystemExit(f"{name} made {result.frames} frames of {work.frames}")
+    return result
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    results: dict[str, list[Measure]] = field(default_factory=dict)
+    limits: dict[str, float] = field(default_factory=dict)
+    plan: dict[str, float] = field(default_factory=dict)
+    memory: dict[int, float] = field(default_factory=dict)
+
+    def get(self, workload: str, contender: str) -> Measure | None:
+        return next((m for m in self.results.get(workload, []) if m.contender == contender), None)
+
+
+def ratio(slow: float, fast: float) -> float:
+    """How many times faster `fast` is than `slow`."""
+    return slow / fast if fast > 0 else float("inf")
+
+
+def targets(report: Report) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) for each of issue 3's targets that this run measured."""
+    rows: list[tuple[str, str, bool]] = []
+
+    def wall(w: str, c: str) -> float | None:
+        m = report.get(w, c)
+        return m.wall if m else None
+
+    ff, naive = wall("plasma", "framefarm"), wall("plasma", "naive")
+    if ff and naive:
+        rows.append(("≥ 5x faster than naive on plasma", f"{ratio(naive, ff):.2f}x",
+                     ratio(naive, ff) >= 5))
+    ff, mpl = wall("wave_plot", "framefarm"), wall("wave_plot", "matplotlib")
+    if ff and mpl:
+        rows.append(("≥ 1.8x faster than matplotlib's own on wave_plot", f"{ratio(mpl, ff):.2f}x",
+                     ratio(mpl, ff) >= 1.8))
+    for w in report.results:
+        ff, pool = wall(w, "framefarm"), wall(w, "pool")
+        if ff and pool:
+            rows.append((f"not slower than hand-written parallel on {w}",
+                         f"{ratio(pool, ff):.2f}x", ratio(pool, ff) >= 1.0))
+    for w in ("plasma", "circles"):
+        ff, limit = wall(w, "framefarm"), report.limits.get(w)
+        if ff and limit:
+            rows.append((f"wall ≤ 1.15x the limit on {w}", f"{ff / limit:.2f}x the limit",
+                         ff / limit <= 1.15))
+    one = wall("one_frame", "framefarm")
+    if one:
+        rows.append(("1-frame video ≤ 1.0 s wall", f"{one:.2f} s", one <= 1.0))
+    planning = [v for k, v in report.plan.items() if k.startswith("plan")]
+    if planning:
+        worst = max(planning)
+        rows.append(("planning 1,000,000 frames ≤ 1 s", f"{worst * 1000:.1f} ms", worst <= 1.0))
+    if len(report.memory) == 2:
+        (n1, m1), (n2, m2) = sorted(report.memory.items())
+        rows.append((f"worker peak memory flat from {n1} to {n2} frames",
+                     f"{m1:.0f} MB → {m2:.0f} MB", m2 <= m1 * 1.10 + 15))
+    return rows
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    import av
+
+    return (f"{os.cpu_count()} cores, {model}, {memory:.0f} GB RAM; Python "
+            f"{platform.python_version()}, PyAV {av.__version__} (FFmpeg {av.ffmpeg_version_info})")
+
+
+def markdown(report: Report, *, quick: bool) -> str:
+    lines = ["# framefarm benchmark results", "",
+             f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {machine()}" + (" · **quick run**" if quick else ""),
+             "", f"All videos H.264 (libx264, crf {CRF}, preset {PRESET}, yuv420p) at 1280x720, "
+             "30 fps. Ratio = contender's wall time / framefarm's (above 1: framefarm is faster).",
+             ""]
+    for name, measures in report.results.items():
+        work = next(w for w in WORKLOADS if w.name == name)
+        ff = report.get(name, "framefarm")
+        lines += [f"## {name}: {work.sketch}, {work.frames} frame(s)", "",
+                  "| contender | wall s | CPU s | peak MB | ratio |", "| --- | ---: | ---: | ---: | ---: |"]
+        for m in measures:
+            shown_wall = report.limits.get(name) if m.contender == "limit" else m.wall
+            wall = shown_wall if shown_wall is not None else m.wall
+            r = f"{ratio(wall, ff.wall):.2f}" if ff else ""
+            label = "the limit (CPU s ÷ cores)" if m.contender == "limit" else m.contender
+            lines.append(f"| {label} | {wall:.2f} | {m.cpu:.2f} | {m.peak_mb:.0f} | {r} |")
+        lines.append("")
+    if report.plan:
+        lines += ["## planning 1,000,000 frames", "",
+                  *(f"- {k}: {v * 1000:.1f} ms" for k, v in report.plan.items()), ""]
+    if report.memory:
+        lines += ["## worker memory", "",
+                  *(f"- plasma, {n} frames: largest worker peaked at {mb:.0f} MB"
+                    for n, mb in sorted(report.memory.items())), ""]
+    lines += ["## targets (issue 3)", "", "| target | measured | |", "| --- | --- | --- |",
+              *(f"| {t} | {v} | {'PASS' if ok else 'FAIL'} |" for t, v, ok in targets(report)), ""]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small frame counts: a smoke run")
+    parser.add_argument("--only", action="append", help="only this workload (repeatable)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    parser.add_argument("--contender", help=argparse.SUPPRESS)
+    parser.add_argument("--workload", help=argparse.SUPPRESS)
+    parser.add_argument("--out-video", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.contender:
+        CONTENDERS[args.contender](Workload(**{**json.loads(args.workload), "contenders": ()}),
+                                   args.out_video)
+        return 0
+
+    report = Report()
+    with tempfile.TemporaryDirectory(prefix="framefarm-bench-") as tmp:
+        for work in WORKLOADS:
+            if args.only and work.name not in args.only:
+                continue
+            if args.quick:
+                work = Workload(work.name, work.sketch, min(work.frames, 24), 640, 360,
+                                contenders=work.contenders)
+            measures = []
+            for name in work.contenders:
+                m = run_contender(name, work, Path(tmp))
+                if name == "limit":
+                    report.limits[work.name] = json.loads(m.note)["limit"]
+                measures.append(m)
+                print(f"{work.name:<10} {name:<11} wall {m.wall:6.2f} s  cpu {m.cpu:6.2f} s  "
+                      f"peak {m.peak_mb:5.0f} MB", flush=True)
+            report.results[work.name] = measures
+        if not args.only or "plan" in args.only:
+            report.plan = plan_million()
+            print(f"plan 1M    {report.plan}", flush=True)
+        if not args.quick and (not args.only or "memory" in args.only):
+            for frames in (240, 960):
+                m = run_contender("framefarm", Workload("memory", "plasma.py", frames, 640, 360),
+                                  Path(tmp) / str(frames))
+                report.memory[frames] = m.worker_peak_mb
+                print(f"memory     {frames} frames: worker peak {m.worker_peak_mb:.0f} MB", flush=True)
+    text = markdown(report, quick=args.quick)
+    args.out.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
