@@ -95,7 +95,7 @@ def measure(command: Sequence[str], *, cwd: Path, contender: str) -> Measure:
             for p in tree:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     peaks[p.pid] = max(peaks.get(p.pid, 0.0), p.memory_info().rss / 2**20)
-            done.wait(0.02)
+            done.wait(0.1)  # light: sampling must not slow what it measures
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
