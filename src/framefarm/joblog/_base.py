@@ -25,6 +25,9 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+IDENTITY = frozenset({"run_id", "job", "attempt", "kind", "index"})
+"""The fields that name a job attempt: an update never changes them."""
+
 _NOT_STARTED = frozenset({"SUBMITTED", "PENDING", "RUNNABLE"})
 
 
@@ -101,6 +104,9 @@ class JobLog(ABC):
         Returns the stored record. Raises StatusConflict when the status would go backwards or
         the attempt is already final (another writer got there first).
         """
+        fixed = IDENTITY.intersection(changes)
+        if fixed:
+            raise TypeError(f"cannot change {', '.join(sorted(fixed))} of a job record")
         new_status = changes.get("status")
         if new_status is not None:
             if new_status not in STATUSES:

@@ -35,7 +35,6 @@ from framefarm.joblog._base import JobLog
 from framefarm.model import JobRecord, RunRecord
 
 RUNS_INDEX = "runs"
-_IDENTITY = frozenset({"run_id", "job", "attempt", "kind", "index"})
 _FIELDS = frozenset(f.name for f in fields(JobRecord))
 _NO_TIME = "0"
 """The `runs` index sort key of a run recorded without a creation time (sorts oldest)."""
@@ -158,9 +157,6 @@ class DynamoDBJobLog(JobLog):
 
     def _update_job(self, run_id: str, job: str, attempt: int, changes: Mapping[str, Any],
                     allowed_from: frozenset[str]) -> JobRecord | None:
-        fixed = _IDENTITY.intersection(changes)
-        if fixed:
-            raise TypeError(f"cannot change {', '.join(sorted(fixed))} of a job record")
         names: dict[str, str] = {"#status": "status"}
         values: dict[str, Any] = {}
         sets: list[str] = []

@@ -15,9 +15,6 @@ from typing import Any
 from framefarm.joblog._base import JobLog
 from framefarm.model import JobRecord, RunRecord
 
-# Fields that name the attempt; an update never changes them.
-_IDENTITY = frozenset({"run_id", "job", "attempt", "kind", "index"})
-
 
 class _Book:
     """The records of one named memory job log, and the lock that makes each change atomic."""
@@ -94,9 +91,6 @@ class MemoryJobLog(JobLog):
 
     def _update_job(self, run_id: str, job: str, attempt: int, changes: Mapping[str, Any],
                     allowed_from: frozenset[str]) -> JobRecord | None:
-        fixed = _IDENTITY.intersection(changes)
-        if fixed:
-            raise TypeError(f"cannot change {', '.join(sorted(fixed))} of a job record")
         key = (run_id, job, attempt)
         with self._book.lock:
             current = self._book.jobs.get(key)

@@ -60,8 +60,6 @@ _MIGRATIONS = {
 
 # JobRecord field -> column; `index` is an SQL keyword.
 _COLUMNS = {f.name: ("idx" if f.name == "index" else f.name) for f in fields(JobRecord)}
-# Fields that name the attempt; an update never changes them.
-_IDENTITY = frozenset({"run_id", "job", "attempt", "kind", "index"})
 
 # Connections inherited through fork(): SQLite forbids using (or closing) them in the child, so
 # they are kept here, untouched, instead of being closed when garbage-collected.
@@ -187,9 +185,6 @@ class SqliteJobLog(JobLog):
 
     def _update_job(self, run_id: str, job: str, attempt: int, changes: Mapping[str, Any],
                     allowed_from: frozenset[str]) -> JobRecord | None:
-        fixed = _IDENTITY.intersection(changes)
-        if fixed:
-            raise TypeError(f"cannot change {', '.join(sorted(fixed))} of a job record")
         values = _values(changes)
         assignments = ", ".join(f"{column} = ?" for column in values) or "status = status"
         statuses = sorted(allowed_from)
