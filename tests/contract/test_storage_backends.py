@@ -6,12 +6,13 @@ import errno
 import os
 import pickle
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from storage_contract import StorageContract
 
-from framefarm.errors import MissingExtraError, UserError
+from framefarm.errors import MissingExtraError, StorageKeyError, UserError
 from framefarm.storage import BACKENDS, Backend, Storage, open_storage, split_url
 from framefarm.storage.file import FileStorage
 from framefarm.storage.memory import MemoryStorage
@@ -184,15 +185,66 @@ class TestS3Storage(StorageContract):
         assert tags("runs/r/segments/00000.mp4") == {EXPIRES_TAG}
         assert tags("runs/r/output.mp4") == set()
 
-    def test_missing_bucket_is_one_line(self, aws_env: dict[str, str]) -> None:
+    def test_missing_bucket_is_one_line(self, aws_env: dict[str, str], tmp_path: Path) -> None:
         storage = open_storage("s3://no-such-bucket-for-framefarm/p")
+        (tmp_path / "f").write_bytes(b"v")
+        # HEAD (exists, get_file) answers a bare 404, upload_file wraps its error: all the same.
         for action in (lambda: storage.put_bytes("k", b"v"), lambda: storage.get_bytes("k"),
-                       storage.list):
+                       storage.list, lambda: storage.exists("k"),
+                       lambda: storage.get_file("k", tmp_path / "out"),
+                       lambda: storage.put_file("k", tmp_path / "f"), lambda: storage.delete("k")):
             with pytest.raises(UserError) as caught:
                 action()
             message = str(caught.value)
             assert "S3 bucket 'no-such-bucket-for-framefarm' does not exist" in message
             assert "FRAMEFARM_STORAGE" in message and "\n" not in message
+            assert caught.value.exit_code == 2
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]  # no partial download left
+
+    def test_missing_key_answered_403(self, storage: Storage, tmp_path: Path) -> None:
+        """S3 answers 403, not 404, for a missing key to a caller without s3:ListBucket on it (the
+        stack's job role may list only under its prefix): still a missing key, not a refusal."""
+        from framefarm import _aws
+
+        def forbidden(**kwargs: object) -> tuple[object, dict[str, object]]:
+            http = type("Response", (), {"status_code": 403, "headers": {}})()
+            return http, {"Error": {"Code": "403", "Message": "Forbidden"},
+                          "ResponseMetadata": {"HTTPStatusCode": 403}}
+
+        storage.put_bytes("runs/r/there", b"v")
+        events = _aws.client("s3").meta.events
+        events.register("before-call.s3.HeadObject", forbidden)
+        events.register("before-call.s3.GetObject", forbidden)
+        assert storage.exists("runs/r/missing") is False
+        assert storage.exists("runs/r/ther") is False  # a prefix of a stored key is no key
+        with pytest.raises(StorageKeyError):
+            storage.get_bytes("runs/r/missing")
+        with pytest.raises(StorageKeyError):
+            storage.get_file("runs/r/missing", tmp_path / "out")
+        # A 403 on a key that is listed is a refusal, in one line.
+        with pytest.raises(UserError, match=r"S3 refused access to .*\(403\)") as caught:
+            storage.get_bytes("runs/r/there")
+        assert not isinstance(caught.value, StorageKeyError) and "\n" not in str(caught.value)
+
+    def test_list_reads_every_page(self, storage: Storage) -> None:
+        import boto3
+
+        from framefarm import _aws
+
+        def small_pages(params: dict[str, object], **kwargs: object) -> None:
+            params.setdefault("MaxKeys", 100)  # S3's pages hold 1,000: fewer objects, same paths
+
+        pages: list[object] = []
+        events = _aws.client("s3").meta.events
+        events.register("provide-client-params.s3.ListObjectsV2", small_pages)
+        events.register("after-call.s3.ListObjectsV2", lambda **kwargs: pages.append(1))
+        s3 = boto3.client("s3")
+        keys = [f"runs/r/frames/{i:06d}.png" for i in range(250)]
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda k: s3.put_object(Bucket=self.bucket, Key=f"framefarm/{k}",
+                                                  Body=b""), keys))
+        assert storage.list("runs/r/frames/") == keys
+        assert len(pages) == 3
 
     def test_pickles_without_its_client(self, storage: Storage) -> None:
         storage.put_bytes("k", b"v")

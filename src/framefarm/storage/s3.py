@@ -3,24 +3,34 @@
 A PUT replaces an object whole (a reader sees the old object or the new one), so every write is
 atomic; files go up and down through boto3's managed (multipart, parallel) transfer. Downloads
 land in a temporary file next to the destination and are renamed over it.
+
+A failed HEAD or GET is ambiguous: a HEAD's 404 has no body to say whether the key or the bucket
+is missing, and S3 answers 403 for a missing key to a caller without `s3:ListBucket` on it (the
+stack's job role may list only under its prefix). One ListObjectsV2 under the key, made only on
+that error path, tells a missing key, a missing bucket and a refusal apart.
 """
 
 from __future__ import annotations
 
 import builtins
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, NoReturn
 
+from boto3.exceptions import RetriesExceededError, S3UploadFailedError
+
 from framefarm import _aws, config
-from framefarm.errors import UserError
+from framefarm.errors import StorageKeyError, UserError
 from framefarm.storage._base import Storage, atomic_file
 
 EXPIRES_TAG = "framefarm-expires=true"
 """The tag of objects stored with `expires=True`; the stack's lifecycle rule deletes them."""
 
-_NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
+_NOT_FOUND = frozenset({"NoSuchKey"})
+_AMBIGUOUS = frozenset({"404", "NotFound", "403", "Forbidden"})
+"""Codes of HEAD requests (no error body) and of S3 hiding a missing key; see the docstring."""
 _NO_BUCKET = frozenset({"NoSuchBucket"})
-_DENIED = frozenset({"403", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId",
+_DENIED = frozenset({"403", "Forbidden", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId",
                      "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"})
 
 
@@ -57,7 +67,15 @@ class S3Storage(Storage):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _fail(self, key: str, exc: Exception) -> NoReturn:
+        # The managed transfers wrap the ClientError: upload_file raises S3UploadFailedError
+        # inside its `except`, download_fileobj's retries keep the last error.
+        if isinstance(exc, S3UploadFailedError) and isinstance(exc.__context__, Exception):
+            exc = exc.__context__
+        if isinstance(exc, RetriesExceededError) and isinstance(exc.last_exception, Exception):
+            exc = exc.last_exception
         code = _aws.error_code(exc)
+        if code in _AMBIGUOUS:
+            code = self._explain(key, code)
         if code in _NOT_FOUND:
             raise self._missing(key) from None
         if code in _NO_BUCKET:
@@ -67,6 +85,16 @@ class S3Storage(Storage):
             raise UserError(f"S3 refused access to {self.url} ({code}): check the AWS credentials "
                             f"and the bucket's policy, or set {config.STORAGE}") from None
         raise exc
+
+    def _explain(self, key: str, code: str) -> str:
+        """What a bare 404 or a 403 on `key` means: 'NoSuchKey', 'NoSuchBucket', or `code`."""
+        try:
+            found = self._s3.list_objects_v2(Bucket=self.bucket, Prefix=self._key(key), MaxKeys=1)
+        except Exception as exc:
+            return _aws.error_code(exc) or code
+        listed = [item["Key"] for item in found.get("Contents", [])]
+        # A key sorts before every longer key it begins, so one listed key is enough.
+        return code if listed == [self._key(key)] else "NoSuchKey"
 
     # -- primitives ---------------------------------------------------------------------------
 
@@ -88,7 +116,7 @@ class S3Storage(Storage):
         try:
             self._s3.upload_file(str(path), self.bucket, self._key(key), ExtraArgs=extra)
         except Exception as exc:
-            self._fail(key, getattr(exc, "last_exception", None) or exc)
+            self._fail(key, exc)
 
     def _get_file(self, key: str, path: Path) -> None:
         try:
@@ -101,9 +129,10 @@ class S3Storage(Storage):
         try:
             self._s3.head_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as exc:
-            if _aws.error_code(exc) in _NOT_FOUND:
+            try:
+                self._fail(key, exc)
+            except StorageKeyError:
                 return False
-            self._fail(key, exc)
         return True
 
     def _list(self, prefix: str) -> builtins.list[str]:
@@ -122,5 +151,5 @@ class S3Storage(Storage):
         try:
             self._s3.delete_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as exc:
-            if _aws.error_code(exc) not in _NOT_FOUND:
+            with suppress(StorageKeyError):  # deleting what is not there is no error
                 self._fail(key, exc)
