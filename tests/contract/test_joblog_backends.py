@@ -185,15 +185,83 @@ class TestDynamoDBJobLog(JobLogContract):
         assert "expires_at" not in job_item  # no TTL unless asked for
 
     def test_ttl_marks_every_item(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import boto3
+
+        from tests.cfn import resource
+
+        # The attribute the template's table expires items by, and that it is switched on.
+        attribute = resource("JobLogTable")["Properties"]["TimeToLiveSpecification"]["AttributeName"]
+        ttl = boto3.client("dynamodb").describe_time_to_live(TableName=self.table)
+        assert ttl["TimeToLiveDescription"] == {"TimeToLiveStatus": "ENABLED",
+                                                "AttributeName": attribute}
         monkeypatch.setenv("FRAMEFARM_JOBLOG_TTL_DAYS", "2")
         joblog = open_joblog(f"dynamodb://{self.table}")
         assert isinstance(joblog, DynamoDBJobLog) and joblog.ttl_days == 2
         before = time.time()
         joblog.put_run(RunRecord(run_id="r"))
-        joblog.start_job(run_id="r", kind="plan")
+        record = joblog.start_job(run_id="r", kind="plan")
+        joblog.update_job(record, status="SUCCEEDED")
+        assert len(self.raw_items()) == 2
         for item in self.raw_items():
-            expires = int(item["expires_at"]["N"])
+            expires = int(item[attribute]["N"])
             assert before + 2 * 86400 - 5 <= expires <= time.time() + 2 * 86400 + 5
+
+    def test_runs_index_lists_newest_first_page_by_page(self, joblog: JobLog) -> None:
+        """The `runs` index alone orders runs (the base class sorts too, so ask the backend), and
+        every page of it is read; job items, without `entity`, are not in it."""
+        from framefarm import _aws
+
+        assert isinstance(joblog, DynamoDBJobLog)
+        stamps = [f"2026-0{m}-01T00:00:00.000Z" for m in (3, 1, 5, 2, 4)]
+        for i, stamp in enumerate(stamps):
+            joblog.put_run(RunRecord(run_id=f"r{i}", created_at=stamp))
+            joblog.start_job(run_id=f"r{i}", kind="plan")
+        joblog.put_run(RunRecord(run_id="undated"))  # sorts oldest
+
+        pages: list[object] = []
+
+        def small_pages(params: dict[str, Any], **kwargs: object) -> None:
+            if params.get("IndexName") == "runs":
+                params.setdefault("Limit", 2)
+                pages.append(1)
+
+        _aws.client("dynamodb").meta.events.register("provide-client-params.dynamodb.Query",
+                                                     small_pages)
+        listed = joblog._list_runs()
+        assert [r.created_at for r in listed] == [*sorted(stamps, reverse=True), ""]
+        assert listed[-1].run_id == "undated"
+        assert len(pages) >= 3
+
+    def test_huge_error_is_cut_so_the_failure_is_recorded(self, joblog: JobLog) -> None:
+        """A DynamoDB item holds 400 KB: a 1 MB traceback must not keep the attempt RUNNING."""
+        from framefarm.joblog.dynamodb import ERROR_LIMIT
+
+        record = joblog.start_job(run_id="r", kind="render", index=0)
+        error = "Traceback (most recent call last):\n" + "  é frame\n" * 100_000 + "ValueError: boom"
+        failed = joblog.update_job(record, status="FAILED", error=error)
+        assert failed.status == "FAILED"
+        assert failed.error.startswith(f"[error cut to its last {ERROR_LIMIT} bytes of ")
+        assert failed.error.endswith("  é frame\nValueError: boom")
+        assert len(failed.error.encode()) < ERROR_LIMIT + 100
+        assert joblog.get_job("r", "render:0", 1) == failed
+        small = joblog.start_job(run_id="r", kind="encode")
+        assert joblog.update_job(small, status="FAILED", error="short").error == "short"
+
+    def test_a_million_frame_plan_is_a_small_item(self, joblog: JobLog) -> None:
+        import json
+
+        from framefarm.model import Plan, VideoSettings
+
+        plan = Plan(run_id="r", sketch="s3://b/framefarm/sketches/" + "0" * 64 + ".py",
+                    total_frames=1_000_000, frames_per_job=1, video=VideoSettings(width=1920, height=1080),
+                    output="s3://b/framefarm/runs/r/output.mp4", created_at="2026-01-01T00:00:00.000Z",
+                    sketch_name="examples/plasma.py")
+        stored = plan.to_dict(chunks=False)  # as the plan job stores it
+        assert len(json.dumps(stored)) < 1024
+        run = RunRecord(run_id="r", created_at=plan.created_at, plan=stored, output=plan.output)
+        joblog.put_run(run)
+        assert joblog.get_run("r") == run
+        assert Plan.from_dict(run.plan).chunk(999_999).frames == range(999_999, 1_000_000)
 
     def test_ttl_in_the_url_wins(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("FRAMEFARM_JOBLOG_TTL_DAYS", "2")
@@ -210,6 +278,7 @@ class TestDynamoDBJobLog(JobLogContract):
             message = str(caught.value)
             assert "DynamoDB table 'no-such-table-for-framefarm' does not exist" in message
             assert "FRAMEFARM_JOBLOG" in message and "\n" not in message
+            assert caught.value.exit_code == 2
 
     def test_pickles_without_its_client(self, joblog: JobLog) -> None:
         record = joblog.start_job(run_id="r", kind="plan")

@@ -15,6 +15,11 @@ item gets `expires_at` in epoch seconds, and DynamoDB deletes it after that.
 Writes are conditional, so no update is lost: a new attempt is put only if that attempt does
 not exist yet, and a status change is applied only if the stored status is one it may move on
 from — the check and the write are one request.
+
+An item holds at most 400 KB. A run item stays small at any size of video: its plan derives the
+chunks from `total_frames` and `frames_per_job` instead of listing them (about 0.5 KB for a
+million frames). A job's `error` (a traceback) is cut to its last ERROR_LIMIT bytes, so a huge
+one cannot make the FAILED update itself fail and leave the attempt RUNNING.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from framefarm.joblog._base import JobLog
 from framefarm.model import JobRecord, RunRecord
 
 RUNS_INDEX = "runs"
+ERROR_LIMIT = 100_000
+"""Bytes of a job's error text kept: the end, where the exception is."""
 _FIELDS = frozenset(f.name for f in fields(JobRecord))
 _NO_TIME = "0"
 """The `runs` index sort key of a run recorded without a creation time (sorts oldest)."""
@@ -211,8 +218,19 @@ def _attributes(data: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in data.items():
         if name == "outputs":
             value = [str(v) for v in value]
+        elif name == "error":
+            value = _cut(value)
         out[name] = _serialize(value)  # None (a job without an index) is stored as NULL
     return out
+
+
+def _cut(error: str) -> str:
+    """`error`, or its last ERROR_LIMIT bytes after a line that says it was cut."""
+    data = error.encode()
+    if len(data) <= ERROR_LIMIT:
+        return error
+    tail = data[-ERROR_LIMIT:].decode(errors="ignore")  # a split character is dropped
+    return f"[error cut to its last {ERROR_LIMIT} bytes of {len(data)}]\n{tail}"
 
 
 def _job(item: Mapping[str, Any]) -> JobRecord:
