@@ -9,8 +9,10 @@ Item design (the table is deploy/cloudformation.yaml's JobLogTable):
 One Query on a run's partition reads the run and every attempt of its jobs (job is `plan`,
 `render:{i}` or `encode`; the attempt has five digits, so attempts sort in order). Run items
 also carry `entity = "run"` and `created_at`, the keys of the sparse `runs` index, which lists
-runs newest first without a Scan. With a TTL (`?ttl_days=N` or FRAMEFARM_JOBLOG_TTL_DAYS) each
-item gets `expires_at` in epoch seconds, and DynamoDB deletes it after that.
+runs newest first without a Scan (an index is eventually consistent: a run written a moment ago
+may be missing from `runs()`, never from `get_run` or `jobs`, which read consistently). With
+a TTL (`?ttl_days=N` or FRAMEFARM_JOBLOG_TTL_DAYS) each item gets `expires_at` in epoch seconds,
+and DynamoDB deletes it after that.
 
 Writes are conditional, so no update is lost: a new attempt is put only if that attempt does
 not exist yet, and a status change is applied only if the stored status is one it may move on
