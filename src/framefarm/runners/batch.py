@@ -8,17 +8,18 @@ travel as `containerOverrides.environment`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from framefarm import config
 from framefarm.errors import UserError
-from framefarm.joblog import JobLog, open_joblog
+from framefarm.joblog import JobLog, StatusConflict, now_iso, open_joblog
 from framefarm.model import JobOutcome, RunRecord
 from framefarm.runners._base import Progress, ProgressCallback, Runner, RunRequest, RunResult
 
@@ -165,6 +166,19 @@ def batch_statuses(run: RunRecord, *, chunks: int, client: Any = None) -> dict[s
     return found
 
 
+def _record_plan_submission(joblog: JobLog, run_id: str, job_id: str) -> None:
+    """Record the submitted plan job without undoing what the plan container may already have
+    written (it can start, even finish, before this runs): its attempt record wins, and the
+    run's record is merged, not replaced."""
+    with contextlib.suppress(StatusConflict):  # the plan job's own record is further along
+        joblog.start_job(run_id=run_id, kind="plan", attempt=1, status="SUBMITTED", runner_id=job_id)
+    run = joblog.get_run(run_id)
+    if run is None:
+        joblog.put_run(RunRecord(run_id=run_id, created_at=now_iso(), runner_ids={"plan": job_id}))
+    elif run.runner_ids.get("plan") != job_id:
+        joblog.put_run(replace(run, runner_ids={**run.runner_ids, "plan": job_id}))
+
+
 class BatchRunner(Runner):
     """Runs the pipeline on AWS Batch: submit the plan job (or plan here and submit the render
     and encode jobs), then optionally follow the run through the job log and DescribeJobs."""
@@ -226,9 +240,7 @@ class BatchRunner(Runner):
                 jobName=job_name(run_id, "plan"), jobQueue=targets.queue,
                 jobDefinition=targets.plan_definition,
                 containerOverrides=_overrides({config.JOB_TYPE: "plan", **env}))
-            joblog.start_job(run_id=run_id, kind="plan", attempt=1, status="SUBMITTED",
-                             runner_id=submitted["jobId"])
-            joblog.put_run(RunRecord(run_id=run_id, runner_ids={"plan": submitted["jobId"]}))
+            _record_plan_submission(joblog, run_id, submitted["jobId"])
         details = {"output_url": storage.url_for(f"runs/{run_id}/output.mp4")}
         if not self.wait:
             return RunResult(run_id=run_id, succeeded=True, details={**details, "waited": False})
