@@ -1,7 +1,7 @@
 """framefarm side by side with what users do today, and with the machine's limit.
 
     pip install -e '.[bench]'
-    python bench/run.py            # every workload, writes bench/RESULTS.md (about 3 minutes)
+    python bench/run.py            # every workload, writes bench/RESULTS.md (~2.5 minutes on 2 cores)
     python bench/run.py --quick    # small frame counts, a smoke run
 
 Every contender runs as its own subprocess (fresh imports, no shared caches) and is timed from
@@ -28,6 +28,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import psutil
+
+    from framefarm.sketch import FrameSource
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -43,6 +50,8 @@ class Workload:
     height: int = 720
     fps: int = 30
     contenders: tuple[str, ...] = ("naive", "pool", "framefarm", "limit")
+    per_job: int = 0
+    """framefarm's --per-job (0: auto)."""
 
 
 WORKLOADS = (
@@ -52,6 +61,12 @@ WORKLOADS = (
              contenders=("naive", "matplotlib", "pool", "framefarm", "limit")),
     Workload("one_frame", "plasma.py", 1, contenders=("naive", "pool", "framefarm")),
 )
+
+# Worker memory: (frames, frames per job). Chunks are pinned at 60 and 120 frames because x264's
+# own buffers (look-ahead and reference frames, ~180 MB at 720p) fill during a segment's first ~50
+# frames: both runs are past that, and frames per chunk and chunks per worker both double.
+MEMORY_RUNS = ((240, 60), (960, 120))
+QUICK_MEMORY_RUNS = ((120, 60), (240, 120))
 
 
 @dataclass
@@ -68,6 +83,18 @@ class Measure:
 
 
 # -- measuring a subprocess ---------------------------------------------------------------------
+
+
+def peak_rss_mb(process: psutil.Process) -> float:
+    """A process's peak RSS so far in MB: the kernel's high-water mark (VmHWM), so a peak between
+    two samples is not missed; the current RSS where /proc is not there."""
+    try:
+        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return float(process.memory_info().rss) / 2**20
 
 
 def measure(command: Sequence[str], *, cwd: Path, contender: str) -> Measure:
@@ -93,9 +120,9 @@ def measure(command: Sequence[str], *, cwd: Path, contender: str) -> Measure:
             except psutil.NoSuchProcess:
                 return
             for p in tree:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    peaks[p.pid] = max(peaks.get(p.pid, 0.0), p.memory_info().rss / 2**20)
-            done.wait(0.1)  # light: sampling must not slow what it measures
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                    peaks[p.pid] = max(peaks.get(p.pid, 0.0), peak_rss_mb(p))
+            done.wait(0.05)  # light: sampling must not slow what it measures
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -114,15 +141,17 @@ def measure(command: Sequence[str], *, cwd: Path, contender: str) -> Measure:
 
 
 def count_frames(path: Path) -> int:
+    """Frames in a video, counted by decoding every one of them."""
     from framefarm.video import probe
 
-    return probe(path).frames
+    frames: int = probe(path).frames
+    return frames
 
 
 # -- contenders, each run in its own process as `run.py --contender NAME …` ----------------------
 
 
-def _source(work: Workload) -> object:
+def _source(work: Workload) -> FrameSource:
     from framefarm.sketch import FrameSource, load_sketch
 
     return FrameSource(load_sketch(str(EXAMPLES / work.sketch)), width=work.width,
@@ -138,7 +167,7 @@ def contender_naive(work: Workload, out: Path) -> None:
     folder = out.parent / "png"
     folder.mkdir()
     for i in range(work.frames):
-        Image.fromarray(source.frame(i)[..., :3]).save(folder / f"{i:06d}.png")  # type: ignore[attr-defined]
+        Image.fromarray(source.frame(i)[..., :3]).save(folder / f"{i:06d}.png")
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-framerate",
                     str(work.fps), "-i", str(folder / "%06d.png"), "-c:v", "libx264", "-crf",
                     str(CRF), "-preset", PRESET, "-pix_fmt", "yuv420p", str(out)], check=True)
@@ -153,6 +182,7 @@ def contender_matplotlib(work: Workload, out: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.animation import FFMpegWriter, FuncAnimation
+    from matplotlib.artist import Artist
 
     matplotlib.rcParams["animation.ffmpeg_path"] = imageio_ffmpeg.get_ffmpeg_exe()
     dpi = 100
@@ -168,7 +198,7 @@ def contender_matplotlib(work: Workload, out: Path) -> None:
     title = ax.set_title("travelling wave packet, t =  0.00 s")
     fig.subplots_adjust(left=0.08, right=0.97, bottom=0.1, top=0.92)
 
-    def update(i: int) -> tuple[object, ...]:
+    def update(i: int) -> tuple[Artist, ...]:
         t = i / work.fps
         centre = 2 * np.pi + 1.5 * np.pi * np.sin(t * 0.8)
         line.set_ydata(np.sin(3 * x - 4 * t) * np.exp(-((x - centre) ** 2) / 4))
@@ -181,7 +211,7 @@ def contender_matplotlib(work: Workload, out: Path) -> None:
     animation.save(str(out), writer=writer, dpi=dpi)
 
 
-_POOL_SOURCE: object = None
+_POOL_SOURCE: FrameSource | None = None
 
 
 def _pool_init(work: Workload) -> None:
@@ -189,8 +219,10 @@ def _pool_init(work: Workload) -> None:
     _POOL_SOURCE = _source(work)
 
 
-def _pool_frame(i: int) -> object:
-    return _POOL_SOURCE.frame(i)[..., :3].copy()  # type: ignore[attr-defined]
+def _pool_frame(i: int) -> np.ndarray:
+    assert _POOL_SOURCE is not None
+    pixels: np.ndarray = _POOL_SOURCE.frame(i)[..., :3].copy()
+    return pixels
 
 
 def contender_pool(work: Workload, out: Path) -> None:
@@ -205,40 +237,77 @@ def contender_pool(work: Workload, out: Path) -> None:
         stream.options = {"crf": str(CRF), "preset": PRESET}
         with multiprocessing.Pool(os.cpu_count(), initializer=_pool_init, initargs=(work,)) as pool:
             for pixels in pool.imap(_pool_frame, range(work.frames), chunksize=4):
-                frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")  # type: ignore[arg-type]
+                frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
                 container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
 
 
 def contender_limit(work: Workload, out: Path) -> None:
-    """The machine's floor: CPU time of sketch + RGB->YUV + x264 (one thread) per frame, summed
-    over every frame, divided by the number of cores. Printed as JSON for the parent."""
-    from framefarm.model import VideoSettings
-    from framefarm.video import SegmentWriter
+    """The machine's floor: CPU time of sketch + RGB->YUV + x264 (one thread each) per frame,
+    summed over every frame, divided by the number of cores. Printed as JSON for the parent.
+
+    The conversion and the encoder are set up exactly as framefarm.video.SegmentWriter sets them
+    (BT.709, limited range, crf, preset), but timed apart; the encoder's flush (x264 holds back
+    its look-ahead frames until then) is counted as encoding. Imports and the sketch's setup are
+    not: they are fixed costs, not the floor per frame.
+    """
+    import av
+    from av.video.reformatter import ColorRange, Colorspace
 
     source = _source(work)
-    video = VideoSettings(width=work.width, height=work.height, fps=str(work.fps), crf=CRF,
-                          preset=PRESET)
-    sketch = encode = 0.0
-    with SegmentWriter(out, video=video, threads=1) as writer:
+    split = {"sketch": 0.0, "convert": 0.0, "encode": 0.0}
+    with av.open(str(out), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=work.fps)
+        stream.width, stream.height, stream.pix_fmt = work.width, work.height, "yuv420p"
+        ctx = stream.codec_context
+        ctx.colorspace = ctx.color_primaries = ctx.color_trc = 1  # BT.709
+        ctx.color_range = int(ColorRange.MPEG)
+        ctx.thread_count = 1
+        ctx.options = {"crf": str(CRF), "preset": PRESET, "threads": "1"}
         for i in range(work.frames):
-            began = time.process_time()
-            pixels = source.frame(i)  # type: ignore[attr-defined]
-            mid = time.process_time()
-            writer.write(pixels)
-            sketch += mid - began
-            encode += time.process_time() - mid
-    began = time.process_time()
-    encode += time.process_time() - began
-    cores = os.cpu_count() or 1
-    print(json.dumps({"sketch": sketch, "encode": encode, "limit": (sketch + encode) / cores}))
+            t0 = time.process_time()
+            pixels = source.frame(i)
+            t1 = time.process_time()
+            frame = av.VideoFrame.from_ndarray(
+                pixels, format="rgba" if pixels.shape[2] == 4 else "rgb24")
+            frame = frame.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709,
+                                   dst_color_range=ColorRange.MPEG, threads=1)
+            frame.pts = i
+            t2 = time.process_time()
+            container.mux(stream.encode(frame))
+            t3 = time.process_time()
+            split["sketch"] += t1 - t0
+            split["convert"] += t2 - t1
+            split["encode"] += t3 - t2
+        t0 = time.process_time()
+        container.mux(stream.encode(None))
+        split["encode"] += time.process_time() - t0
+    print(json.dumps({**split, "limit": limit_seconds(split, cores=os.cpu_count() or 1),
+                      "x264": x264_version(out)}))
+
+
+def limit_seconds(split: dict[str, float], *, cores: int) -> float:
+    """The limit: every frame's single-threaded CPU seconds, spread perfectly over `cores`."""
+    return sum(split.values()) / max(1, cores)
+
+
+def x264_version(video: Path) -> str:
+    """The x264 build that encoded `video`, from the SEI message x264 writes into its stream."""
+    data = video.read_bytes()[:1_000_000]
+    at = data.find(b"x264 - core ")
+    if at < 0:
+        return "unknown"
+    found = data[at:at + 40].split(b" - H.264")[0].decode("ascii", "replace")
+    return found.replace("x264 - core", "x264 core")
 
 
 def plan_million() -> dict[str, float]:
-    """Planning 1,000,000 frames (the pure plan and its JSON, as the plan step writes it), and,
-    for information, walking every chunk of it."""
+    """Planning 1,000,000 frames: the pure plan and its JSON, then the plan step as `framefarm
+    render` runs it in-process (load the sketch, probe a frame, store sketch and plan.json, here in
+    memory storage); and, for information, walking every chunk of a plan."""
     from framefarm.model import VideoSettings
-    from framefarm.steps.plan import make_plan
+    from framefarm.steps.plan import PlanRequest, make_plan, run_plan
+    from framefarm.storage import open_storage
 
     video = VideoSettings(width=1280, height=720, fps="30", crf=CRF, preset=PRESET)
     times = {}
@@ -247,10 +316,21 @@ def plan_million() -> dict[str, float]:
         plan = make_plan(run_id="bench", sketch="s.py", total_frames=1_000_000,
                          frames_per_job=per_job, video=video)
         assert plan.to_json()
-        times[f"plan, {per_job} frame(s) per job"] = time.perf_counter() - began
+        times[f"plan, {per_job} frame(s) per job (make_plan + plan.json)"] = (
+            time.perf_counter() - began)
         began = time.perf_counter()
         assert sum(len(chunk) for chunk in plan.chunks()) == 1_000_000
         times[f"walk all {plan.size:,} chunks"] = time.perf_counter() - began
+    storage = open_storage("memory://bench-plan")
+    steps: tuple[tuple[int | None, str], ...] = ((1, "1 frame per job"), (None, "--per-job auto"))
+    for step_per_job, label in steps:
+        request = PlanRequest(sketch=str(EXAMPLES / "plasma.py"), total_frames=1_000_000,
+                              frames_per_job=step_per_job, parallelism=os.cpu_count() or 1,
+                              start_cost=0.005)
+        began = time.perf_counter()
+        run_plan(request, storage=storage)
+        times[f"plan step, {label} (sketch loaded, stored, plan.json written)"] = (
+            time.perf_counter() - began)
     return times
 
 
@@ -267,6 +347,8 @@ def run_contender(name: str, work: Workload, tmp: Path) -> Measure:
         exe = shutil.which("framefarm", path=str(Path(sys.executable).parent)) or "framefarm"
         command = [exe, "render", str(EXAMPLES / work.sketch), "-o", str(out), "--frames",
                    str(work.frames), "--size", f"{work.width}x{work.height}"]
+        if work.per_job:
+            command += ["--per-job", str(work.per_job)]
     else:
         command = [sys.executable, str(Path(__file__)), "--contender", name, "--workload",
                    json.dumps(work.__dict__), "--out-video", str(out)]
@@ -284,8 +366,13 @@ def run_contender(name: str, work: Workload, tmp: Path) -> Measure:
 class Report:
     results: dict[str, list[Measure]] = field(default_factory=dict)
     limits: dict[str, float] = field(default_factory=dict)
+    splits: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per workload: the limit's CPU seconds for the sketch, the conversion and x264."""
+    x264: str = ""
     plan: dict[str, float] = field(default_factory=dict)
     memory: dict[int, float] = field(default_factory=dict)
+    """framefarm's largest worker peak (MB) by frames in the video."""
+    memory_per_job: dict[int, int] = field(default_factory=dict)
 
     def get(self, workload: str, contender: str) -> Measure | None:
         return next((m for m in self.results.get(workload, []) if m.contender == contender), None)
@@ -294,6 +381,11 @@ class Report:
 def ratio(slow: float, fast: float) -> float:
     """How many times faster `fast` is than `slow`."""
     return slow / fast if fast > 0 else float("inf")
+
+
+def memory_flat(before: float, after: float) -> bool:
+    """A worker's peak did not grow: within 10% or 15 MB (sampling and allocator noise)."""
+    return after - before <= max(0.10 * before, 15.0)
 
 
 def targets(report: Report) -> list[tuple[str, str, bool]]:
@@ -332,7 +424,7 @@ def targets(report: Report) -> list[tuple[str, str, bool]]:
     if len(report.memory) == 2:
         (n1, m1), (n2, m2) = sorted(report.memory.items())
         rows.append((f"worker peak memory flat from {n1} to {n2} frames",
-                     f"{m1:.0f} MB → {m2:.0f} MB", m2 <= m1 * 1.10 + 15))
+                     f"{m1:.0f} MB → {m2:.0f} MB", memory_flat(m1, m2)))
     return rows
 
 
@@ -353,30 +445,46 @@ def machine() -> str:
 
 
 def markdown(report: Report, *, quick: bool) -> str:
+    size = "640x360" if quick else "1280x720"
     lines = ["# framefarm benchmark results", "",
-             f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {machine()}" + (" · **quick run**" if quick else ""),
-             "", f"All videos H.264 (libx264, crf {CRF}, preset {PRESET}, yuv420p) at 1280x720, "
-             "30 fps. Ratio = contender's wall time / framefarm's (above 1: framefarm is faster).",
-             ""]
+             f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {machine()}"
+             + (f", {report.x264}" if report.x264 else "") + (" · **quick run**" if quick else ""),
+             "", f"All videos H.264 (libx264, crf {CRF}, preset {PRESET}, yuv420p) at {size}, "
+             "30 fps. Ratio = contender's wall time / framefarm's (above 1: framefarm is faster). "
+             "Peak MB: the largest process of the contender's tree; worker MB: the largest "
+             "process other than the one started (pool and framefarm workers).", ""]
     for name, measures in report.results.items():
         work = next(w for w in WORKLOADS if w.name == name)
+        frames = measures[0].frames if measures else work.frames
         ff = report.get(name, "framefarm")
-        lines += [f"## {name}: {work.sketch}, {work.frames} frame(s)", "",
-                  "| contender | wall s | CPU s | peak MB | ratio |", "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [f"## {name}: {work.sketch}, {frames} frame(s)", "",
+                  "| contender | wall s | CPU s | peak MB | worker MB | ratio |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
         for m in measures:
             shown_wall = report.limits.get(name) if m.contender == "limit" else m.wall
             wall = shown_wall if shown_wall is not None else m.wall
             r = f"{ratio(wall, ff.wall):.2f}" if ff else ""
             label = "the limit (CPU s ÷ cores)" if m.contender == "limit" else m.contender
-            lines.append(f"| {label} | {wall:.2f} | {m.cpu:.2f} | {m.peak_mb:.0f} | {r} |")
+            worker = f"{m.worker_peak_mb:.0f}" if m.worker_peak_mb else ""
+            lines.append(f"| {label} | {wall:.2f} | {m.cpu:.2f} | {m.peak_mb:.0f} | {worker} "
+                         f"| {r} |")
+        split = report.splits.get(name)
+        if split:
+            lines += ["", "The limit's CPU seconds, one thread: "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in split.items())
+                      + f" (per frame {sum(split.values()) / frames * 1000:.1f} ms)."]
         lines.append("")
     if report.plan:
         lines += ["## planning 1,000,000 frames", "",
                   *(f"- {k}: {v * 1000:.1f} ms" for k, v in report.plan.items()), ""]
     if report.memory:
         lines += ["## worker memory", "",
-                  *(f"- plasma, {n} frames: largest worker peaked at {mb:.0f} MB"
-                    for n, mb in sorted(report.memory.items())), ""]
+                  *(f"- plasma, {n} frames, --per-job {report.memory_per_job.get(n, 'auto')}: "
+                    f"largest worker peaked at {mb:.0f} MB" for n, mb in sorted(report.memory.items())),
+                  "", "Chunks are pinned so that x264's own buffers (look-ahead and reference "
+                  "frames, ~180 MB at 720p, full after a segment's first ~50 frames) are full in "
+                  "both runs; frames per chunk and chunks per worker both double. A worker that "
+                  "held its chunk's frames would grow by ~2.7 MB per 720p frame.", ""]
     lines += ["## targets (issue 3)", "", "| target | measured | |", "| --- | --- | --- |",
               *(f"| {t} | {v} | {'PASS' if ok else 'FAIL'} |" for t, v, ok in targets(report)), ""]
     return "\n".join(lines)
@@ -385,7 +493,9 @@ def markdown(report: Report, *, quick: bool) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small frame counts: a smoke run")
-    parser.add_argument("--only", action="append", help="only this workload (repeatable)")
+    parser.add_argument("--only", action="append", metavar="WORKLOAD",
+                        choices=[w.name for w in WORKLOADS] + ["plan", "memory"],
+                        help="only this workload (repeatable)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     parser.add_argument("--contender", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
@@ -408,20 +518,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in work.contenders:
                 m = run_contender(name, work, Path(tmp))
                 if name == "limit":
-                    report.limits[work.name] = json.loads(m.note)["limit"]
+                    found = json.loads(m.note)
+                    report.x264 = found.pop("x264")
+                    report.limits[work.name] = found.pop("limit")
+                    report.splits[work.name] = found
                 measures.append(m)
                 print(f"{work.name:<10} {name:<11} wall {m.wall:6.2f} s  cpu {m.cpu:6.2f} s  "
-                      f"peak {m.peak_mb:5.0f} MB", flush=True)
+                      f"peak {m.peak_mb:5.0f} MB  worker {m.worker_peak_mb:5.0f} MB", flush=True)
             report.results[work.name] = measures
         if not args.only or "plan" in args.only:
             report.plan = plan_million()
             print(f"plan 1M    {report.plan}", flush=True)
-        if not args.quick and (not args.only or "memory" in args.only):
-            for frames in (240, 960):
-                m = run_contender("framefarm", Workload("memory", "plasma.py", frames, 640, 360),
-                                  Path(tmp) / str(frames))
+        if not args.only or "memory" in args.only:
+            for frames, per_job in QUICK_MEMORY_RUNS if args.quick else MEMORY_RUNS:
+                width, height = (640, 360) if args.quick else (1280, 720)
+                work = Workload("memory", "plasma.py", frames, width, height, per_job=per_job)
+                m = run_contender("framefarm", work, Path(tmp) / str(frames))
                 report.memory[frames] = m.worker_peak_mb
-                print(f"memory     {frames} frames: worker peak {m.worker_peak_mb:.0f} MB", flush=True)
+                report.memory_per_job[frames] = per_job
+                print(f"memory     {frames} frames: worker peak {m.worker_peak_mb:.0f} MB",
+                      flush=True)
     text = markdown(report, quick=args.quick)
     args.out.write_text(text + "\n")
     print(text)
