@@ -3,6 +3,7 @@ every job started through the job contract, exactly as a container would be."""
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import threading
@@ -27,6 +28,25 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+def _keep_freed_memory() -> None:
+    """Worker start: keep memory that is freed in the process rather than give it back to the OS.
+
+    Each chunk opens a new x264 encoder, which allocates ~200 MB of buffers at 720p and frees them
+    when its segment ends. glibc hands such blocks back to the kernel, so every chunk faulted the
+    same pages in again (~25,000 page faults, ~0.05 s of system time per chunk). Kept, later
+    chunks reuse them; a worker's peak memory is the same.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        return
+    mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest; x264's buffers are smaller
 
 
 _backends: dict[tuple[str, str], tuple[Storage, JobLog]] = {}
@@ -102,10 +122,12 @@ class LocalRunner(Runner):
         # safely) fork from a forkserver that imported them once.
         if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
             return ProcessPoolExecutor(max_workers=max(1, workers),
-                                       mp_context=multiprocessing.get_context("fork"))
+                                       mp_context=multiprocessing.get_context("fork"),
+                                       initializer=_keep_freed_memory)
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(_PRELOAD)
-        return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context)
+        return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context,
+                                   initializer=_keep_freed_memory)
 
     @staticmethod
     def _progress(joblog: JobLog, run_id: str, total: int, chunks: int,
