@@ -369,6 +369,8 @@ class Report:
     splits: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per workload: the limit's CPU seconds for the sketch, the conversion and x264."""
     x264: str = ""
+    load: float = 0.0
+    """The 1-minute load average when the run began (anything else running skews the numbers)."""
     plan: dict[str, float] = field(default_factory=dict)
     memory: dict[int, float] = field(default_factory=dict)
     """framefarm's largest worker peak (MB) by frames in the video."""
@@ -448,7 +450,8 @@ def markdown(report: Report, *, quick: bool) -> str:
     size = "640x360" if quick else "1280x720"
     lines = ["# framefarm benchmark results", "",
              f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {machine()}"
-             + (f", {report.x264}" if report.x264 else "") + (" · **quick run**" if quick else ""),
+             + (f", {report.x264}" if report.x264 else "")
+             + f" · load average {report.load:.2f} at the start" + (" · **quick run**" if quick else ""),
              "", f"All videos H.264 (libx264, crf {CRF}, preset {PRESET}, yuv420p) at {size}, "
              "30 fps. Ratio = contender's wall time / framefarm's (above 1: framefarm is faster). "
              "Peak MB: the largest process of the contender's tree; worker MB: the largest "
@@ -506,7 +509,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    args.out_video)
         return 0
 
-    report = Report()
+    report = Report(load=os.getloadavg()[0])
+    if report.load > 0.5:
+        print(f"warning: load average {report.load:.2f}: something else is running, and every "
+              "contender competes with it for the cores", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="framefarm-bench-") as tmp:
         for work in WORKLOADS:
             if args.only and work.name not in args.only:
