@@ -199,6 +199,13 @@ class RunRecord:
                 "plan": dict(self.plan), "output": self.output,
                 "runner_ids": dict(self.runner_ids)}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunRecord:
+        """Read a run back from `to_dict`'s output."""
+        return cls(run_id=data["run_id"], created_at=data.get("created_at", ""),
+                   plan=data.get("plan") or {}, output=data.get("output", ""),
+                   runner_ids=data.get("runner_ids") or {})
+
 
 @dataclass(frozen=True, kw_only=True)
 class JobOutcome:

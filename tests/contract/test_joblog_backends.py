@@ -90,14 +90,8 @@ class TestSqliteJobLog(JobLogContract):
         barrier = context.Barrier(WORKERS)
         results = context.Queue()
         began = time.monotonic()
-        workers = [context.Process(target=_worker, args=(target, w, barrier, results))
-                   for w in range(WORKERS)]
-        for worker in workers:
-            worker.start()
-        reports = [results.get(timeout=60) for _ in workers]
-        for worker in workers:
-            worker.join(timeout=60)
-        assert [w.exitcode for w in workers] == [0] * WORKERS
+        reports = _run_processes(context, _worker, [(target, w, barrier, results)
+                                                    for w in range(WORKERS)], results)
         assert time.monotonic() - began < 30
 
         joblog = SqliteJobLog(path)
@@ -293,14 +287,8 @@ class TestDynamoDBJobLog(JobLogContract):
         context: Any = multiprocessing.get_context("spawn")
         barrier = context.Barrier(RACERS)
         results = context.Queue()
-        racers = [context.Process(target=_racer, args=(joblog.url, w, barrier, results))
-                  for w in range(RACERS)]
-        for racer in racers:
-            racer.start()
-        reports = [results.get(timeout=120) for _ in racers]
-        for racer in racers:
-            racer.join(timeout=60)
-        assert [r.exitcode for r in racers] == [0] * RACERS
+        reports = _run_processes(context, _racer, [(joblog.url, w, barrier, results)
+                                                   for w in range(RACERS)], results)
         handed_out = sorted(a for report in reports for a in report["attempts"])
         assert handed_out == list(range(1, RACERS * RACES + 1))
         assert [r.attempt for r in joblog.jobs(RUN) if r.kind == "encode"] == handed_out
@@ -315,6 +303,29 @@ RACERS = 4
 RACES = 6
 
 
+def _run_processes(context: Any, target: Any, args: list[tuple[Any, ...]],
+                   results: Any) -> list[dict[str, Any]]:
+    """Start one process per `args`, collect each one's report, and check they all exit 0."""
+    processes = [context.Process(target=target, args=a) for a in args]
+    for process in processes:
+        process.start()
+    reports = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+    assert [p.exitcode for p in processes] == [0] * len(processes)
+    return reports
+
+
+def _finish(joblog: JobLog, plan: Any, worker: int) -> bool:
+    """Try to end the plan job (even workers with success, odd with failure); True if it won."""
+    try:
+        joblog.update_job(plan, status="SUCCEEDED" if worker % 2 == 0 else "FAILED",
+                          runner_id=f"w{worker}")
+    except StatusConflict:
+        return False
+    return True
+
+
 def _racer(url: str, worker: int, barrier: Any, results: Any) -> None:
     joblog = open_joblog(url)
     barrier.wait()
@@ -322,13 +333,7 @@ def _racer(url: str, worker: int, barrier: Any, results: Any) -> None:
                 for _ in range(RACES)]
     plan = joblog.get_job(RUN, "plan", 1)
     assert plan is not None
-    try:
-        joblog.update_job(plan, status="SUCCEEDED" if worker % 2 == 0 else "FAILED",
-                          runner_id=f"w{worker}")
-        won = True
-    except StatusConflict:
-        won = False
-    results.put({"worker": worker, "attempts": attempts, "won": won})
+    results.put({"worker": worker, "attempts": attempts, "won": _finish(joblog, plan, worker)})
 
 
 def test_dynamodb_url() -> None:
@@ -372,14 +377,8 @@ def _worker(target: SqliteJobLog | str, worker: int, barrier: Any, results: Any)
     plan = None
     while plan is None:  # the plan record is written by worker 0 in the spawn case
         plan = joblog.get_job(RUN, "plan", 1)
-    try:
-        joblog.update_job(plan, status="SUCCEEDED" if worker % 2 == 0 else "FAILED",
-                          runner_id=f"w{worker}")
-        won = True
-    except StatusConflict:
-        won = False
     results.put({"worker": worker, "pid": os.getpid(), "encode_attempts": attempts,
-                 "won_plan": won})
+                 "won_plan": _finish(joblog, plan, worker)})
 
 
 # -- open_joblog ---------------------------------------------------------------------------------

@@ -245,6 +245,4 @@ def _job(item: Mapping[str, Any]) -> JobRecord:
 
 
 def _run(item: Mapping[str, Any]) -> RunRecord:
-    data = json.loads(item["record"]["S"])
-    return RunRecord(run_id=data["run_id"], created_at=data["created_at"], plan=data["plan"],
-                     output=data["output"], runner_ids=data["runner_ids"])
+    return RunRecord.from_dict(json.loads(item["record"]["S"]))
