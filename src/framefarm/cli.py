@@ -106,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="list the runs in the job log")
     runs.add_argument("--json", action="store_true", help="print JSON")
     runs.add_argument("--joblog", help="the job log (default: sqlite:/// under ./framefarm-data)")
+
+    trace = sub.add_parser("trace", help="show where one run's time went, from its stored spans")
+    trace.add_argument("run_id", metavar="RUN")
+    trace.add_argument("--storage",
+                       help="where the run's spans are (default: file:// under ./framefarm-data)")
+    trace.add_argument("--json", action="store_true", help="print the report as JSON")
+    trace.add_argument("--width", type=positive_int, default=50, help="bar width in columns (default 50)")
     return parser
 
 
@@ -123,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return render_command(args)
         if args.command == "status":
             return _status(args)
+        if args.command == "trace":
+            return _trace(args)
         return _runs(args)
     except UserError as exc:
         print(f"framefarm: {exc}", file=sys.stderr)
@@ -175,6 +184,24 @@ def _runs(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row['run_id']:<28}{row['status']:<10}{row['total_frames'] or '':>7} frames  "
               f"{row['created_at']:<25}{row['output']}")
+    return 0
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from framefarm.storage import open_storage
+    from framefarm.trace_report import build_report, render_text
+    from framefarm.tracing import load_spans
+
+    url = str(config.resolve(args.storage, config.STORAGE, config.default_storage_url()))
+    spans = load_spans(open_storage(url), args.run_id)
+    if not spans:
+        raise UserError(f"run {args.run_id!r} has no stored spans in storage {url}: give the storage it "
+                        f"ran with (--storage or {config.STORAGE}); see `framefarm runs` for the runs")
+    report = build_report(spans, run_id=args.run_id)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(render_text(report, width=args.width), end="")
     return 0
 
 
