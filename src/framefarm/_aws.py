@@ -49,6 +49,9 @@ def reset() -> None:
 
 
 def _make(service: str, overrides: dict[str, str]) -> Any:
+    from framefarm import _otel
+
+    _otel.instrument_botocore()  # AWS calls become spans of the run's trace
     try:
         import boto3
         from botocore.config import Config

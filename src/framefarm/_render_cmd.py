@@ -7,13 +7,15 @@ import sys
 import time
 from pathlib import Path
 
-from framefarm import config
+from opentelemetry.trace import StatusCode
+
+from framefarm import _otel, config, tracing
 from framefarm._api import contract_env
 from framefarm.cli import check_output_path
 from framefarm.errors import UserError
 from framefarm.joblog import open_joblog
 from framefarm.progress import ProgressDisplay
-from framefarm.runners import Progress, RunRequest, RunResult, open_runner
+from framefarm.runners import Progress, Runner, RunRequest, RunResult, open_runner
 from framefarm.storage import open_storage
 
 
@@ -50,17 +52,18 @@ def render_command(args: argparse.Namespace) -> int:
                        size=args.size, crf=args.crf, preset=args.preset, run_id=args.run_id,
                        keep_frames=args.keep_frames)
     runner = open_runner(args.runner, **options)
-    display: ProgressDisplay | None = None
-
-    def on_progress(progress: Progress) -> None:
-        nonlocal display
-        if display is None:
-            display = ProgressDisplay(progress.total_frames)
-        display.update(progress.frames_done, elapsed=progress.elapsed)
-
-    result = runner.run(RunRequest(env=env), on_progress=on_progress)
-    if display is not None:
-        display.finish()
+    _otel.setup()
+    with tracing.span("run", {"framefarm.runner": args.runner}) as run_span:
+        # Every job of the run joins this trace, through the job contract's TRACEPARENT.
+        env.update(tracing.context_env())
+        result = _run(runner, env)
+        run_span.set_attribute("framefarm.run_id", result.run_id)
+        if not result.succeeded:
+            run_span.set_status(StatusCode.ERROR, "a job failed")
+    # The run's own trace: merged now when every job has ended, else by the encode job.
+    finished = result.details.get("waited") is not False
+    _otel.finish_job(storage, result.run_id, trace_id=tracing.span_trace_id(run_span),
+                     name=f"run.{run_span.get_span_context().span_id:016x}", merge=finished)
     if not result.succeeded:
         return _report_failure(result, joblog_url=joblog.url)
     if result.details.get("waited") is False:
@@ -74,6 +77,22 @@ def render_command(args: argparse.Namespace) -> int:
     print(f"run {result.run_id}: {frames} frames in {time.perf_counter() - began:.1f} s -> "
           f"{output} ({_human_bytes(size)})")
     return 0
+
+
+def _run(runner: Runner, env: dict[str, str]) -> RunResult:
+    """Run the jobs with the progress display."""
+    display: ProgressDisplay | None = None
+
+    def on_progress(progress: Progress) -> None:
+        nonlocal display
+        if display is None:
+            display = ProgressDisplay(progress.total_frames)
+        display.update(progress.frames_done, elapsed=progress.elapsed)
+
+    result = runner.run(RunRequest(env=env), on_progress=on_progress)
+    if display is not None:
+        display.finish()
+    return result
 
 
 def _batch_options(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, object]]:

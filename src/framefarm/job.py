@@ -16,7 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from framefarm import config
+from opentelemetry.trace import Span
+
+from framefarm import _otel, config, tracing
 from framefarm.errors import FramefarmError, SketchError, UserError
 from framefarm.joblog import JobLog, open_joblog
 from framefarm.model import JobKind, JobOutcome, JobRecord, RunRecord
@@ -123,17 +125,40 @@ class JobEnv:
 
 def run_job(env: JobEnv, *, storage: Storage | None = None, joblog: JobLog | None = None,
             on_frame: Callable[[int], None] | None = None) -> JobOutcome:
-    """Run the one step `env` names, recording the attempt; never raises for a failed step."""
+    """Run the one step `env` names, recording the attempt; never raises for a failed step.
+
+    The attempt is one span of the run's trace (a child of the context in TRACEPARENT), and its
+    spans are stored with the run when it ends.
+    """
     storage = storage or open_storage(env.storage)
     joblog = joblog or open_joblog(env.joblog)
     # Only a plan job may come without a run id. On AWS Batch it is the plan job's own id, so a
     # retried attempt (a Spot instance taken back) plans the same run instead of a second one.
     run_id = env.run_id or (f"batch-{env.batch_job_id}" if env.batch_job_id else new_run_id())
+    attributes: dict[str, str | int] = {"framefarm.run_id": run_id, "host.name": socket.gethostname()}
+    if env.batch_job_id:
+        attributes["aws.batch.job_id"] = env.batch_job_id
+    with tracing.job_span(env.job_type, env=env.contract, attributes=attributes) as span:
+        trace_id = tracing.current_trace_id()
+        outcome = _run_step(env, run_id=run_id, storage=storage, joblog=joblog, on_frame=on_frame,
+                            span=span)
+    # The encode job is the run's last: it merges every job's spans into trace.jsonl.
+    _otel.finish_job(storage, run_id, trace_id=trace_id, merge=env.job_type == "encode",
+                     name=f"{outcome.job.replace(':', '-')}.{span.get_span_context().span_id:016x}")
+    return outcome
+
+
+def _run_step(env: JobEnv, *, run_id: str, storage: Storage, joblog: JobLog,
+              on_frame: Callable[[int], None] | None, span: Span) -> JobOutcome:
     if env.job_type == "render" and env.index is None:
         env = replace(env, index=_only_chunk(run_id, storage))
     record = joblog.start_job(run_id=run_id, kind=env.job_type, index=env.index,
                               attempt=env.attempt, host=socket.gethostname(),
-                              runner_id=env.batch_job_id)
+                              runner_id=env.batch_job_id,
+                              trace_id=tracing.current_trace_id())
+    span.set_attributes({"framefarm.job": record.job, "framefarm.attempt": record.attempt})
+    if record.index is not None:
+        span.set_attribute("framefarm.chunk", record.index)
 
     def plan() -> _Done:
         assert env.plan is not None
@@ -144,9 +169,11 @@ def run_job(env: JobEnv, *, storage: Storage | None = None, joblog: JobLog | Non
                                  plan=made.to_dict(chunks=False), output=made.output,
                                  runner_ids=ids))
         if env.batch is not None and not ("render" in ids and "encode" in ids):
-            # (an earlier attempt of this plan job that submitted them is not repeated)
+            # (an earlier attempt of this plan job that submitted them is not repeated). They
+            # join the plan's trace: as its siblings under the upstream span, else its children.
+            contract = {**tracing.context_env(), **env.contract}
             submitted = submit_downstream(run_id=run_id, chunks=made.size,
-                                          total_frames=made.total_frames, env=env.contract,
+                                          total_frames=made.total_frames, env=contract,
                                           targets=env.batch)
             record_submission(joblog, run_id=run_id, submitted=submitted,
                               plan_job_id=env.batch_job_id)
@@ -173,6 +200,7 @@ def run_job(env: JobEnv, *, storage: Storage | None = None, joblog: JobLog | Non
     try:
         done = step()
     except BaseException as exc:
+        tracing.fail(span, exc, describe_error(exc)[0].splitlines()[-1])
         outcome = _failed(joblog, record, exc)
         if not isinstance(exc, Exception):
             raise  # KeyboardInterrupt, SystemExit: recorded as FAILED, then let through
@@ -245,6 +273,7 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     """`framefarm job`: run one step from the environment; the exit code says how it went."""
     try:
         env = JobEnv.from_environ(environ)
+        _otel.setup(environ)
         outcome = run_job(env)
     except UserError as exc:
         print(f"framefarm job: {exc}", file=sys.stderr)

@@ -18,6 +18,7 @@ from framefarm.model import (
     can_move,
     job_name,
 )
+from framefarm.tracing import traced
 
 
 def now_iso() -> str:
@@ -42,20 +43,24 @@ class JobLog(ABC):
 
     # -- runs ---------------------------------------------------------------------------------
 
+    @traced("joblog.put_run")
     def put_run(self, run: RunRecord) -> None:
         """Create or replace the run's record (the plan lives here, for jobs to read)."""
         self._put_run(run)
 
+    @traced("joblog.get_run")
     def get_run(self, run_id: str) -> RunRecord | None:
         """The run's record, or None."""
         return self._get_run(run_id)
 
+    @traced("joblog.runs")
     def runs(self) -> list[RunRecord]:
         """Every run, newest first."""
         return sorted(self._list_runs(), key=lambda r: (r.created_at, r.run_id), reverse=True)
 
     # -- jobs ---------------------------------------------------------------------------------
 
+    @traced("joblog.start_job")
     def start_job(self, *, run_id: str, kind: JobKind, index: int | None = None,
                   attempt: int | None = None, status: str = "RUNNING", **fields: Any) -> JobRecord:
         """Record a new attempt of a job and return it.
@@ -98,6 +103,7 @@ class JobLog(ABC):
                 return record
         raise StatusConflict(f"could not record a new attempt of {name} in run {run_id}")
 
+    @traced("joblog.update_job")
     def update_job(self, record: JobRecord, **changes: Any) -> JobRecord:
         """Apply `changes` to a recorded attempt; a new status must move forwards.
 
@@ -133,16 +139,19 @@ class JobLog(ABC):
                 f"cannot change {was} with {changes}")
         return stored
 
+    @traced("joblog.get_job")
     def get_job(self, run_id: str, job: str, attempt: int) -> JobRecord | None:
         """One attempt of one job, or None."""
         return self._get_job(run_id, job, attempt)
 
+    @traced("joblog.jobs")
     def jobs(self, run_id: str) -> list[JobRecord]:
         """Every attempt of every job of a run: plan, renders by index, encode; attempts in order."""
         order = {"plan": 0, "render": 1, "encode": 2}
         return sorted(self._jobs(run_id),
                       key=lambda r: (order[r.kind], r.index if r.index is not None else -1, r.attempt))
 
+    @traced("joblog.latest_jobs")
     def latest_jobs(self, run_id: str) -> list[JobRecord]:
         """The last attempt of every job of a run, in `jobs` order."""
         latest: dict[str, JobRecord] = {}

@@ -10,8 +10,9 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing.context import BaseContext
 
-from framefarm import config
+from framefarm import _otel, config
 from framefarm.job import JobEnv, run_job
 from framefarm.joblog import JobLog, open_joblog
 from framefarm.model import JobOutcome
@@ -33,8 +34,18 @@ def default_workers() -> int:
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
+def _start_worker(traced: bool) -> None:
+    """A worker process starts: tune memory; set up tracing when the parent traces (a forked
+    worker inherited it; one from the forkserver sets it up from the same environment)."""
+    _keep_freed_memory()
+    if traced:
+        from framefarm import _otel
+
+        _otel.setup()
+
+
 def _keep_freed_memory() -> None:
-    """Worker start: keep memory that is freed in the process rather than give it back to the OS.
+    """Keep memory that is freed in the process rather than give it back to the OS.
 
     Each chunk opens a new x264 encoder, which allocates ~200 MB of buffers at 720p and frees them
     when its segment ends. glibc hands such blocks back to the kernel, so every chunk faulted the
@@ -120,14 +131,14 @@ class LocalRunner(Runner):
         # fork when this process has a single thread: workers start in milliseconds with
         # framefarm, NumPy and PyAV already imported. Otherwise (threads do not survive a fork
         # safely) fork from a forkserver that imported them once.
+        context: BaseContext
         if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
-            return ProcessPoolExecutor(max_workers=max(1, workers),
-                                       mp_context=multiprocessing.get_context("fork"),
-                                       initializer=_keep_freed_memory)
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(_PRELOAD)
+            context = multiprocessing.get_context("fork")
+        else:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(_PRELOAD)
         return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context,
-                                   initializer=_keep_freed_memory)
+                                   initializer=_start_worker, initargs=(_otel.active(),))
 
     @staticmethod
     def _progress(joblog: JobLog, run_id: str, total: int, chunks: int,

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from framefarm import tracing
 from framefarm.errors import FramefarmError, UserError
 from framefarm.model import Plan
 from framefarm.steps._keys import output_key, segment_key, segments_prefix
@@ -87,9 +88,11 @@ def run_encode(request: EncodeRequest, *, storage: Storage) -> EncodeResult:
                 local = storage.get_file(key, scratch_file(".mp4"))
                 scratch.append(local)
             parts.append((local, chunk.start))
-        concat_segments(parts, joined, rate=plan.video.rate)
-        check = inspect_video(joined, rate=plan.video.rate)
-        check_video(check, plan)
+        with tracing.span("concat", {"framefarm.segments": len(parts)}):
+            concat_segments(parts, joined, rate=plan.video.rate)
+        with tracing.span("verify"):
+            check = inspect_video(joined, rate=plan.video.rate)
+            check_video(check, plan)
         info = check.info
         key = output_key(plan.run_id)
         storage.put_file(key, joined)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from framefarm import tracing
 from framefarm.steps._keys import frame_key, segment_key
 from framefarm.steps._sources import frame_source
 from framefarm.steps.plan import read_plan
@@ -46,16 +47,28 @@ def run_render(request: RenderRequest, *, storage: Storage,
     source = frame_source(plan.sketch, storage=storage, width=video.width, height=video.height,
                           rate=video.rate, total_frames=plan.total_frames,
                           display_name=plan.sketch_name)
+    tracing.current_span().set_attributes({"framefarm.frame_start": chunk.start,
+                                           "framefarm.frame_stop": chunk.stop})
+    tracer = tracing.tracer()
+    clock = time.perf_counter
     tmp = scratch_file(".mp4")
     try:
         with SegmentWriter(tmp, video=video, threads=request.cpus) as writer:
             for done, frame in enumerate(chunk.frames, start=1):
-                pixels = source.frame(frame)
-                writer.write(pixels)
-                if plan.keep_frames:
-                    _store_png(storage, frame_key(plan.run_id, frame), pixels)
+                with tracer.start_as_current_span("frame") as span:
+                    drawn = clock()
+                    pixels = source.frame(frame)
+                    encoded = clock()
+                    writer.write(pixels)
+                    span.set_attributes({"framefarm.frame": frame,
+                                         "framefarm.render_seconds": encoded - drawn,
+                                         "framefarm.encode_seconds": clock() - encoded})
+                    if plan.keep_frames:
+                        _store_png(storage, frame_key(plan.run_id, frame), pixels)
                 if on_frame is not None:
                     on_frame(done)
+            flush = tracer.start_span("flush")  # the encoder drains its look-ahead: encode time
+        flush.end()
         key = segment_key(plan.run_id, chunk.index)
         storage.put_file(key, tmp, expires=True)  # the video outlives its segments
     finally:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from framefarm.errors import StorageKeyError, UserError
+from framefarm.tracing import traced
 
 
 def check_key(key: str) -> str:
@@ -35,14 +36,17 @@ class Storage(ABC):
 
     # -- public API: validation here, work in the primitives --------------------------------
 
+    @traced("storage.put_bytes", key="framefarm.storage.key")
     def put_bytes(self, key: str, data: bytes) -> None:
         """Store `data` under `key`, replacing what was there, atomically."""
         self._put_bytes(check_key(key), bytes(data))
 
+    @traced("storage.get_bytes", key="framefarm.storage.key")
     def get_bytes(self, key: str) -> bytes:
         """The object under `key`; StorageKeyError when there is none."""
         return self._get_bytes(check_key(key))
 
+    @traced("storage.put_file", key="framefarm.storage.key")
     def put_file(self, key: str, path: str | Path, *, expires: bool = False) -> None:
         """Store the file at `path` under `key`, atomically.
 
@@ -51,20 +55,24 @@ class Storage(ABC):
         """
         self._put_file(check_key(key), Path(path), expires)
 
+    @traced("storage.get_file", key="framefarm.storage.key")
     def get_file(self, key: str, path: str | Path) -> Path:
         """Copy the object under `key` to `path` (written atomically); returns `path`."""
         dest = Path(path)
         self._get_file(check_key(key), dest)
         return dest
 
+    @traced("storage.exists", key="framefarm.storage.key")
     def exists(self, key: str) -> bool:
         """True when an object is stored under `key`."""
         return self._exists(check_key(key))
 
+    @traced("storage.list", key="framefarm.storage.prefix")
     def list(self, prefix: str = "") -> list[str]:
         """Every key that starts with `prefix`, sorted."""
         return sorted(self._list(prefix))
 
+    @traced("storage.delete", key="framefarm.storage.key")
     def delete(self, key: str) -> None:
         """Remove the object under `key`; no error when there is none."""
         self._delete(check_key(key))
