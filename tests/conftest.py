@@ -55,8 +55,9 @@ def framefarm_command() -> list[str]:
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
             timeout: float = 240) -> subprocess.CompletedProcess[str]:
     """Run `framefarm ARGS` in `cwd`; returns the finished process with its text output."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("FRAMEFARM_", "JOB_TYPE",
-                                                                         "AWS_BATCH_"))}
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("FRAMEFARM_", "JOB_TYPE", "AWS_BATCH_", "OTEL_", "TRACEPARENT",
+                                     "_X_AMZN_TRACE_ID"))}
     full_env.update(env or {})
     return subprocess.run([*framefarm_command(), *args], cwd=cwd, env=full_env, text=True,
                           capture_output=True, timeout=timeout, check=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -53,7 +54,9 @@ def render_command(args: argparse.Namespace) -> int:
                        keep_frames=args.keep_frames)
     runner = open_runner(args.runner, **options)
     _otel.setup()
-    with tracing.span("run", {"framefarm.runner": args.runner}) as run_span:
+    # The root of the run's trace, or a child of the caller's (a traced CI job, say).
+    with tracing.job_span("run", env=os.environ, attributes={"framefarm.runner": args.runner}) \
+            as run_span:
         # Every job of the run joins this trace, through the job contract's TRACEPARENT.
         env.update(tracing.context_env())
         result = _run(runner, env)
