@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 EXPORT_BATCH = 512
 """Spans sent to the exporter at once (the SDK's BatchSpanProcessor default)."""
+EXPORT_TIMEOUT = 3.0
+"""Seconds an OTLP export may take, retries included, unless OTEL_EXPORTER_OTLP_TIMEOUT says."""
 
 _log = logging.getLogger(__name__)
 
@@ -112,8 +114,9 @@ class _Spans(SpanProcessor):
             ok = False
         if not ok:
             # Stop here rather than stall every later batch on a collector that is down.
-            print("framefarm: the trace exporter failed; this process sends no more spans "
-                  "(the run's own trace is still stored)", file=sys.stderr)
+            where = getattr(exporter, "_endpoint", "") or type(exporter).__name__
+            print(f"framefarm: could not export spans to {where} (is the collector running?); "
+                  "this process sends no more (the run keeps its own trace)", file=sys.stderr)
             self.exporter = None
             exporter.shutdown()
 
@@ -178,7 +181,10 @@ def _otlp(env: Mapping[str, str]) -> SpanExporter:
         except ImportError:
             raise UserError("OTEL_TRACES_EXPORTER=otlp needs the OTLP exporter: "
                             "pip install 'framefarm[otel]'") from None
-        return OTLPSpanExporter()
+        # A collector that is down costs a job at most this long, once (see _Spans._send);
+        # the exporter's own messages give way to that one line.
+        logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
+        return OTLPSpanExporter(timeout=None if _timeout_set(env) else EXPORT_TIMEOUT)
     if protocol == "grpc":
         try:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
@@ -187,9 +193,14 @@ def _otlp(env: Mapping[str, str]) -> SpanExporter:
         except ImportError:
             raise UserError("OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs the gRPC exporter: "
                             "pip install opentelemetry-exporter-otlp-proto-grpc") from None
-        return GrpcSpanExporter()  # type: ignore[no-any-return]
+        return GrpcSpanExporter(  # type: ignore[no-any-return]
+            timeout=None if _timeout_set(env) else EXPORT_TIMEOUT)
     raise UserError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: use http/protobuf (the default) "
                     "or grpc")
+
+
+def _timeout_set(env: Mapping[str, str]) -> bool:
+    return bool(env.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") or env.get("OTEL_EXPORTER_OTLP_TIMEOUT"))
 
 
 def instrument_botocore() -> None:
@@ -239,11 +250,12 @@ def finish_job(storage: Storage, run_id: str, *, trace_id: str, name: str,
         return
     try:
         mine = spans.take(int(trace_id, 16))
-        if mine:
-            body = "".join(json.dumps(to_dict(s), separators=(",", ":")) + "\n" for s in mine)
-            storage.put_bytes(f"{tracing.trace_prefix(run_id)}{name}.jsonl", body.encode())
-        if merge:
-            tracing.merge_spans(storage, run_id)
+        with tracing.untraced():
+            if mine:
+                body = "".join(json.dumps(to_dict(s), separators=(",", ":")) + "\n" for s in mine)
+                storage.put_bytes(f"{tracing.trace_prefix(run_id)}{name}.jsonl", body.encode())
+            if merge:
+                tracing.merge_spans(storage, run_id)
     except Exception as exc:  # the trace is a record of the run, not part of its result
         print(f"framefarm: could not store the trace of run {run_id}: {exc}", file=sys.stderr)
     spans.force_flush()

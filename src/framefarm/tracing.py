@@ -37,8 +37,9 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.context import Context
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
 from opentelemetry.propagators.aws import AwsXRayPropagator
 from opentelemetry.propagators.aws.aws_xray_propagator import TRACE_HEADER_KEY
 from opentelemetry.trace import Span, Status, StatusCode
@@ -77,12 +78,14 @@ R = TypeVar("R")
 
 
 def traced(name: str, *, key: str = "") -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Decorate a method so each call is a span `name`; with `key`, the call's first argument
-    (after self) is recorded as that attribute (a storage key, say)."""
+    """Decorate a method so each call inside a traced job is a span `name`; with `key`, the
+    call's first argument (after self) is recorded as that attribute (a storage key, say)."""
 
     def decorate(method: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(method)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            if not trace.get_current_span().get_span_context().is_valid:
+                return method(*args, **kwargs)  # only inside a run: no stray one-span traces
             attributes = {key: args[1]} if key and len(args) > 1 and isinstance(args[1], str) else None
             with tracer().start_as_current_span(name, attributes=attributes):
                 return method(*args, **kwargs)
@@ -90,6 +93,19 @@ def traced(name: str, *, key: str = "") -> Callable[[Callable[P, R]], Callable[P
         return wrapper
 
     return decorate
+
+
+@contextmanager
+def untraced() -> Iterator[None]:
+    """No spans in the block, neither framefarm's nor instrumentations' (botocore's): for the
+    bookkeeping that stores a trace, after its spans have ended."""
+    quiet = otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True,
+                                   trace.set_span_in_context(trace.INVALID_SPAN))
+    token = otel_context.attach(quiet)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def current_span() -> Span:
