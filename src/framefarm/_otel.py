@@ -38,7 +38,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from framefarm import tracing
+from framefarm import config, tracing
 from framefarm.errors import UserError
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ def setup(environ: Mapping[str, str] | None = None) -> bool:
     env = os.environ if environ is None else environ
     if "spans" in _state:
         return True
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+    if env.get(config.OTEL_SDK_DISABLED, "").strip().lower() == "true":
         return False
     spans = _Spans(_exporter(env))
     provider = TracerProvider(resource=_resource(env), id_generator=AwsXRayIdGenerator())
@@ -150,20 +150,21 @@ def active() -> bool:
 
 def _resource(env: Mapping[str, str]) -> Resource:
     attributes: dict[str, Any] = {"host.name": socket.gethostname()}
-    named = env.get("OTEL_SERVICE_NAME") or "service.name=" in env.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    named = (env.get(config.OTEL_SERVICE_NAME)
+             or "service.name=" in env.get(config.OTEL_RESOURCE_ATTRIBUTES, ""))
     if not named:
         attributes["service.name"] = "framefarm"
     return Resource.create(attributes)
 
 
 def _exporter(env: Mapping[str, str]) -> SpanExporter | None:
-    names = [n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "").split(",") if n.strip()]
+    names = [n.strip().lower() for n in env.get(config.OTEL_TRACES_EXPORTER, "").split(",") if n.strip()]
     if not names:
-        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        endpoint = env.get(config.OTEL_TRACES_ENDPOINT) or env.get(config.OTEL_ENDPOINT)
         names = ["otlp"] if endpoint else ["none"]
     unknown = [n for n in names if n not in ("otlp", "console", "none")]
     if unknown or len(names) > 1:
-        raise UserError(f"OTEL_TRACES_EXPORTER={env.get('OTEL_TRACES_EXPORTER')!r}: framefarm "
+        raise UserError(f"OTEL_TRACES_EXPORTER={env.get(config.OTEL_TRACES_EXPORTER)!r}: framefarm "
                         "exports to one of otlp, console or none; set it to one of those")
     if names[0] == "none":
         return None
@@ -173,8 +174,8 @@ def _exporter(env: Mapping[str, str]) -> SpanExporter | None:
 
 
 def _otlp(env: Mapping[str, str]) -> SpanExporter:
-    protocol = (env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").strip().lower()
+    protocol = (env.get(config.OTEL_TRACES_PROTOCOL)
+                or env.get(config.OTEL_PROTOCOL) or "http/protobuf").strip().lower()
     if protocol == "http/protobuf":
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -200,7 +201,7 @@ def _otlp(env: Mapping[str, str]) -> SpanExporter:
 
 
 def _timeout_set(env: Mapping[str, str]) -> bool:
-    return bool(env.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") or env.get("OTEL_EXPORTER_OTLP_TIMEOUT"))
+    return bool(env.get(config.OTEL_TRACES_TIMEOUT) or env.get(config.OTEL_TIMEOUT))
 
 
 def instrument_botocore() -> None:

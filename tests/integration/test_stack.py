@@ -148,7 +148,9 @@ def test_each_job_definition_runs_its_own_image_with_the_contract() -> None:
         container = props["ContainerProperties"]
         env = environment(kind)
         assert env["JOB_TYPE"] == kind
-        assert set(env) <= set(config.CONTRACT), set(env) - set(config.CONTRACT)
+        allowed = set(config.CONTRACT) | set(config.TRACING_SETTINGS)
+        assert set(env) <= allowed, set(env) - allowed
+        assert env[config.OTEL_ENDPOINT] == ""  # OtlpEndpoint: no collector unless given
         assert env[config.JOBLOG_TTL_DAYS] == "90"  # JobLogRetentionDays
         assert props["JobDefinitionName"] == f"{NAME}-{kind}"
         # REPOSITORY:KIND-TAG, KIND a target of deploy/Dockerfile that presets the same JOB_TYPE
