@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from framefarm import config
+from framefarm import config, tracing
 from framefarm.errors import UserError
 from framefarm.joblog import JobLog, StatusConflict, now_iso, open_joblog
 from framefarm.model import JobOutcome, RunRecord
@@ -124,7 +124,7 @@ def record_submission(joblog: JobLog, *, run_id: str, submitted: Submitted,
     joblog.put_run(RunRecord(run_id=run.run_id, created_at=run.created_at, plan=run.plan,
                              output=run.output, runner_ids=ids))
     joblog.start_job(run_id=run_id, kind="encode", attempt=1, status="SUBMITTED",
-                     runner_id=submitted.encode)
+                     runner_id=submitted.encode, trace_id=tracing.current_trace_id())
 
 
 def require_cloud_backends(storage_url: str, joblog_url: str) -> None:
@@ -171,7 +171,8 @@ def _record_plan_submission(joblog: JobLog, run_id: str, job_id: str) -> None:
     written (it can start, even finish, before this runs): its attempt record wins, and the
     run's record is merged, not replaced."""
     with contextlib.suppress(StatusConflict):  # the plan job's own record is further along
-        joblog.start_job(run_id=run_id, kind="plan", attempt=1, status="SUBMITTED", runner_id=job_id)
+        joblog.start_job(run_id=run_id, kind="plan", attempt=1, status="SUBMITTED", runner_id=job_id,
+                         trace_id=tracing.current_trace_id())
     run = joblog.get_run(run_id)
     if run is None:
         joblog.put_run(RunRecord(run_id=run_id, created_at=now_iso(), runner_ids={"plan": job_id}))
