@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import functools
 import json
+import re
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -183,41 +185,54 @@ def trace_prefix(run_id: str) -> str:
     return f"runs/{run_id}/trace/"
 
 
-def _parse(data: bytes) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in data.splitlines() if line.strip()]
+_SPAN_ID = re.compile(rb'"span_id":\s*"([0-9a-f]{16})"')
+
+
+def _lines(storage: Storage, run_id: str) -> tuple[Iterator[bytes], list[str]]:
+    """Each stored span's JSON line, once (a span merged and still in its part is skipped),
+    and the parts read."""
+    parts = storage.list(trace_prefix(run_id))
+
+    def lines() -> Iterator[bytes]:
+        seen: set[bytes] = set()
+        for key in (trace_key(run_id), *parts):
+            try:
+                data = storage.get_bytes(key)
+            except StorageKeyError:  # not merged yet, or merged and removed meanwhile
+                continue
+            for line in data.splitlines():
+                found = _SPAN_ID.search(line)
+                if found is None or found.group(1) in seen:
+                    continue
+                seen.add(found.group(1))
+                yield line
+
+    return lines(), parts
 
 
 def load_spans(storage: Storage, run_id: str) -> list[dict[str, Any]]:
     """Every stored span of the run (merged and not yet merged), once each, by start time."""
-    spans, _ = _gather(storage, run_id)
-    return spans
-
-
-def _gather(storage: Storage, run_id: str) -> tuple[list[dict[str, Any]], list[str]]:
-    by_id: dict[str, dict[str, Any]] = {}
-    try:
-        for item in _parse(storage.get_bytes(trace_key(run_id))):
-            by_id[item["span_id"]] = item
-    except StorageKeyError:
-        pass
-    parts = storage.list(trace_prefix(run_id))
-    for key in parts:
-        try:
-            for item in _parse(storage.get_bytes(key)):
-                by_id[item["span_id"]] = item
-        except StorageKeyError:  # merged and removed by another job meanwhile
-            continue
-    return sorted(by_id.values(), key=lambda s: (s["start"], s["end"])), parts
+    lines, _ = _lines(storage, run_id)
+    return sorted((json.loads(line) for line in lines), key=lambda s: (s["start"], s["end"]))
 
 
 def merge_spans(storage: Storage, run_id: str) -> int:
     """Merge the jobs' stored spans into `trace.jsonl` (then remove the merged parts); returns
-    the number of spans the run has."""
-    spans, parts = _gather(storage, run_id)
+    the number of spans the run has.
+
+    Lines are copied as they are, through a scratch file: a run of a million frames has a
+    million frame spans (~400 MB), which are never parsed here.
+    """
+    lines, parts = _lines(storage, run_id)
     if not parts:
-        return len(spans)
-    body = "".join(json.dumps(s, separators=(",", ":")) + "\n" for s in spans)
-    storage.put_bytes(trace_key(run_id), body.encode())
+        return sum(1 for _ in lines)
+    count = 0
+    with tempfile.NamedTemporaryFile(suffix=".jsonl") as scratch:
+        for line in lines:
+            scratch.write(line + b"\n")
+            count += 1
+        scratch.flush()
+        storage.put_file(trace_key(run_id), scratch.name)
     for key in parts:
         storage.delete(key)
-    return len(spans)
+    return count

@@ -68,7 +68,9 @@ def test_jobs_spans_merge_into_trace_jsonl_once_each() -> None:
     assert tracing.merge_spans(storage, "r1") == 3
     assert storage.list("runs/r1/trace/") == []  # merged parts are removed
     merged = [json.loads(line) for line in storage.get_bytes("runs/r1/trace.jsonl").splitlines()]
-    assert [s["span_id"] for s in merged] == ["3" * 16, "1" * 16, "2" * 16]  # by start time
+    assert sorted(s["span_id"] for s in merged) == ["1" * 16, "2" * 16, "3" * 16]
+    assert [s["span_id"] for s in tracing.load_spans(storage, "r1")] == ["3" * 16, "1" * 16,
+                                                                          "2" * 16]  # by start
     # A later job (a retried encode, the CLI's run span) adds its part; a span seen twice is kept once.
     _write("runs/r1/trace/run.9.jsonl", [_span("9" * 16, 0.5, "run"), _span("1" * 16, 2.0, "plan")],
            url)
