@@ -147,6 +147,11 @@ class BatchPlayer:
         return matches[0]
 
 
+def env_of(job: Mapping[str, Any]) -> dict[str, str]:
+    """A described job's container environment (the job definition's merged with the overrides)."""
+    return {e["name"]: str(e["value"]) for e in job["container"]["environment"]}
+
+
 def retries(strategy: Mapping[str, Any], exit_code: int,
             status_reason: str = "Essential container in task exited", reason: str = "") -> bool:
     """Whether Batch retries an attempt that ended so: the first `evaluateOnExit` rule whose

@@ -22,58 +22,17 @@ from framefarm.runners.batch import BatchTargets, stack_settings, submit_downstr
 from framefarm.sketch import FrameSource, load_sketch
 from framefarm.storage import open_storage
 from framefarm.video import probe, read_frames
-from tests.batch_player import BatchPlayer, retries
+from tests.batch_player import BatchPlayer, env_of, retries
 from tests.cfn import load_template
-from tests.conftest import EXAMPLES, framefarm_command, psnr, run_cli, unique_name
+from tests.conftest import EXAMPLES, framefarm_command, psnr, run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
               pytest.mark.filterwarnings("ignore:Tried to parse AWS.+BucketPolicy")]
 
 
-@pytest.fixture
-def stack(aws_env: dict[str, str]) -> dict[str, str]:
-    """deploy/cloudformation.yaml deployed to the moto server; its outputs."""
-    ec2 = boto3.client("ec2")
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
-    template = load_template()
-    # moto's CloudFormation needs a ServiceRole on compute environments; AWS itself uses
-    # Batch's service-linked role when there is none, as the template intends.
-    role = boto3.client("iam").create_role(RoleName=unique_name("batch-service"),
-                                           AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    for name, resource in template["Resources"].items():
-        if resource["Type"] == "AWS::Batch::ComputeEnvironment":
-            template["Resources"][name]["Properties"]["ServiceRole"] = role
-    name = unique_name("ff")
-    cloudformation = boto3.client("cloudformation")
-    cloudformation.create_stack(StackName=name, TemplateBody=json.dumps(template),
-                                Capabilities=["CAPABILITY_IAM"],
-                                Parameters=[{"ParameterKey": "VpcId", "ParameterValue": vpc},
-                                            {"ParameterKey": "SubnetIds", "ParameterValue": subnet}])
-    deadline = time.monotonic() + 60
-    while True:
-        found = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
-        if not found["StackStatus"].endswith("_IN_PROGRESS") or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert found["StackStatus"] == "CREATE_COMPLETE", found.get("StackStatusReason")
-    return {"StackName": name, **{o["OutputKey"]: o["OutputValue"] for o in found["Outputs"]}}
-
-
-@pytest.fixture
-def player(stack: dict[str, str], aws_env: dict[str, str], tmp_path: Path) -> BatchPlayer:
-    workdir = tmp_path / "container"
-    workdir.mkdir()
-    return BatchPlayer(boto3.client("batch"), stack["JobQueue"], workdir, machine=aws_env)
-
-
 def described(job_id: str) -> dict[str, Any]:
     job: dict[str, Any] = boto3.client("batch").describe_jobs(jobs=[job_id])["jobs"][0]
     return job
-
-
-def env_of(job: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: str(e["value"]) for e in job["container"]["environment"]}
 
 
 def test_the_seeds_quick_start(stack: dict[str, str], player: BatchPlayer, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 
 from tests.conftest import EXAMPLES, framefarm_command, run_cli
 from tests.otlp import otlp_receiver
+from tests.trace_checks import check_one_tree, check_run_shape
 
 pytestmark = pytest.mark.integration
 
@@ -35,50 +35,6 @@ def _stored(workdir: Path, run_id: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def _check_one_tree(spans: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """One trace id, one root (`run`), and every parent present; returns spans by id."""
-    by_id = {s["span_id"]: s for s in spans}
-    assert len(by_id) == len(spans), "a span arrived twice"
-    assert {s["trace_id"] for s in spans} == {spans[0]["trace_id"]}
-    roots = [s for s in spans if s["parent_id"] is None]
-    assert [r["name"] for r in roots] == ["run"]
-    orphans = [s["name"] for s in spans if s["parent_id"] is not None and s["parent_id"] not in by_id]
-    assert orphans == []
-    return by_id
-
-
-def _check_run_shape(spans: list[dict[str, Any]], by_id: dict[str, dict[str, Any]]) -> None:
-    names = Counter(s["name"] for s in spans)
-    chunks = FRAMES // PER_JOB
-    assert (names["run"], names["plan"], names["render"], names["encode"]) == (1, 1, chunks, 1)
-    assert names["frame"] == FRAMES
-    run = next(s for s in spans if s["name"] == "run")
-    renders = sorted((s for s in spans if s["name"] == "render"),
-                     key=lambda s: s["attributes"]["framefarm.chunk"])
-    for i, render in enumerate(renders):
-        attributes = render["attributes"]
-        assert render["parent_id"] == run["span_id"]
-        assert (attributes["framefarm.chunk"], attributes["framefarm.frame_start"],
-                attributes["framefarm.frame_stop"]) == (i, i * PER_JOB, (i + 1) * PER_JOB)
-        assert attributes["framefarm.attempt"] == 1
-        assert attributes["framefarm.run_id"] == run["attributes"]["framefarm.run_id"]
-        assert attributes["host.name"]
-    for frame in (s for s in spans if s["name"] == "frame"):
-        parent = by_id[frame["parent_id"]]
-        number = frame["attributes"]["framefarm.frame"]
-        assert parent["name"] == "render"
-        assert parent["attributes"]["framefarm.frame_start"] <= number < parent["attributes"][
-            "framefarm.frame_stop"]
-        assert frame["attributes"]["framefarm.render_seconds"] > 0
-        assert frame["attributes"]["framefarm.encode_seconds"] >= 0
-    assert sorted(s["attributes"]["framefarm.frame"] for s in spans if s["name"] == "frame") == list(
-        range(FRAMES))
-    for name in ("plan", "encode"):
-        assert next(s for s in spans if s["name"] == name)["parent_id"] == run["span_id"]
-    assert any(s["name"] == "storage.put_file" for s in spans)
-    assert any(s["name"] == "joblog.start_job" for s in spans)
-
-
 def test_a_local_render_is_one_trace_exported_over_otlp(workdir: Path) -> None:
     began = time.time()
     with otlp_receiver() as receiver:
@@ -86,8 +42,8 @@ def test_a_local_render_is_one_trace_exported_over_otlp(workdir: Path) -> None:
                                       "OTEL_SERVICE_NAME": "trace-test",
                                       "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=ci"})
         spans = list(receiver.spans)
-    by_id = _check_one_tree(spans)
-    _check_run_shape(spans, by_id)
+    by_id = check_one_tree(spans)
+    check_run_shape(spans, by_id, frames=FRAMES, per_job=PER_JOB)
     # Worker processes exported their own spans: more than one request reached the receiver.
     assert receiver.requests > 1
     assert {s["resource"]["service.name"] for s in spans} == {"trace-test"}
@@ -107,7 +63,7 @@ def test_with_no_configuration_nothing_is_printed_or_sent_and_the_run_keeps_its_
     assert done.stdout.count("\n") == 1 and "trace" not in done.stdout.lower()
     assert "span" not in done.stderr.lower() and "{" not in done.stderr
     spans = _stored(workdir, run_id)
-    _check_run_shape(spans, _check_one_tree(spans))
+    check_run_shape(spans, check_one_tree(spans), frames=FRAMES, per_job=PER_JOB)
     assert not (workdir / "framefarm-data" / "runs" / run_id / "trace").exists() or not any(
         (workdir / "framefarm-data" / "runs" / run_id / "trace").iterdir())
 
@@ -159,7 +115,7 @@ def test_a_collector_that_is_down_does_not_fail_the_run(workdir: Path) -> None:
     assert lines and all(f"127.0.0.1:{port}" in line for line in lines)
     assert "Traceback" not in done.stderr
     spans = _stored(workdir, run_id)
-    _check_run_shape(spans, _check_one_tree(spans))
+    check_run_shape(spans, check_one_tree(spans), frames=FRAMES, per_job=PER_JOB)
 
 
 def _job(workdir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
