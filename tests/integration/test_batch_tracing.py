@@ -35,13 +35,6 @@ FRAMES, PER_JOB = 8, 4
 SMALL = ("--frames", str(FRAMES), "--per-job", str(PER_JOB), "--size", "64x48")
 JOBS = ("plan", "render", "encode")
 
-S3_TRANSFER_THREADS = (
-    "product bug: S3Storage.put_file/get_file (src/framefarm/storage/s3.py, upload_file and "
-    "download_fileobj) make their S3 requests in s3transfer's worker threads, which do not "
-    "inherit the OpenTelemetry context: botocore's S3 spans there start new one-span traces "
-    "(sent to the collector as strays, missing from the run's trace)")
-
-
 def _render_on_batch(stack: dict[str, str], player: BatchPlayer, cwd: Path) -> str:
     """`framefarm render … --runner batch --stack NAME` from a machine with no collector; the
     run id it prints (it submits the plan job and returns)."""
@@ -159,9 +152,7 @@ def test_a_run_on_batch_is_one_trace_from_the_cli_through_every_container(
     # Every storage call shows its S3 requests.
     silent = {s["name"] for s in spans if s["name"].startswith("storage.")
               and not any(c["name"].startswith("S3.") for c in children.get(s["span_id"], []))}
-    if silent:
-        assert silent <= {"storage.get_file", "storage.put_file"}, silent
-        pytest.xfail(S3_TRANSFER_THREADS)
+    assert silent == set()  # managed transfers' threads included (they carry the context)
 
 
 def test_the_jobs_send_their_spans_to_the_collector_the_stack_names(
@@ -192,9 +183,7 @@ def test_the_jobs_send_their_spans_to_the_collector_the_stack_names(
     assert {s["resource"]["service.name"] for s in in_trace} == {"framefarm"}
 
     strays = [s for s in received if s["trace_id"] != trace_id]
-    if strays:
-        assert all(s["name"].startswith("S3.") and s["parent_id"] is None for s in strays), strays
-        pytest.xfail(S3_TRANSFER_THREADS)
+    assert strays == []
 
 
 def test_a_plan_job_submitted_by_hand_starts_the_trace_its_jobs_join(

@@ -1,7 +1,8 @@
 """Storage in an S3 bucket under a prefix: `s3://bucket/prefix`.
 
 A PUT replaces an object whole (a reader sees the old object or the new one), so every write is
-atomic; files go up and down through boto3's managed (multipart, parallel) transfer. Downloads
+atomic; files go up and down through boto3's managed (multipart, parallel) transfer, whose
+threads carry the caller's trace context. Downloads
 land in a temporary file next to the destination and are renamed over it.
 
 A failed HEAD or GET is ambiguous: a HEAD's 404 has no body to say whether the key or the bucket
@@ -13,11 +14,16 @@ that error path, tells a missing key, a missing bucket and a refusal apart.
 from __future__ import annotations
 
 import builtins
+import contextvars
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, NoReturn
 
 from boto3.exceptions import RetriesExceededError, S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
+from s3transfer.manager import TransferManager
 
 from framefarm import _aws, config
 from framefarm.errors import StorageKeyError, UserError
@@ -32,6 +38,19 @@ _AMBIGUOUS = frozenset({"404", "NotFound", "403", "Forbidden"})
 _NO_BUCKET = frozenset({"NoSuchBucket"})
 _DENIED = frozenset({"403", "Forbidden", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId",
                      "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"})
+
+
+class _ContextThreadPool(ThreadPoolExecutor):
+    """The transfer's threads run in the submitting thread's context, so its requests stay in
+    the job's trace (OpenTelemetry keeps the current span in a context variable)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+
+def _transfers(client: Any) -> TransferManager:
+    """boto3's managed transfer (multipart, parallel), its threads in the caller's context."""
+    return TransferManager(client, TransferConfig(), executor_cls=_ContextThreadPool)
 
 
 class S3Storage(Storage):
@@ -114,14 +133,15 @@ class S3Storage(Storage):
     def _put_file(self, key: str, path: Path, expires: bool = False) -> None:
         extra = {"Tagging": EXPIRES_TAG} if expires else None
         try:
-            self._s3.upload_file(str(path), self.bucket, self._key(key), ExtraArgs=extra)
+            with _transfers(self._s3) as transfers:
+                transfers.upload(str(path), self.bucket, self._key(key), extra_args=extra).result()
         except Exception as exc:
             self._fail(key, exc)
 
     def _get_file(self, key: str, path: Path) -> None:
         try:
-            with atomic_file(path) as f:
-                self._s3.download_fileobj(self.bucket, self._key(key), f)
+            with atomic_file(path) as f, _transfers(self._s3) as transfers:
+                transfers.download(self.bucket, self._key(key), f).result()
         except Exception as exc:
             self._fail(key, exc)
 
