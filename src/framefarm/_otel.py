@@ -7,7 +7,8 @@
 - ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``http/protobuf``, the
   default, or ``grpc``), ``OTEL_EXPORTER_OTLP_HEADERS`` …: read by the OTLP exporter itself.
 - ``OTEL_SERVICE_NAME`` (default ``framefarm``), ``OTEL_RESOURCE_ATTRIBUTES``,
-  ``OTEL_TRACES_SAMPLER``, ``OTEL_SDK_DISABLED``.
+  ``OTEL_SDK_DISABLED``. Every run is traced whole (sample at the collector, if at all): a trace
+  starts only at a run or a job, and every span follows its parent's decision.
 
 Trace and span ids come from the X-Ray id generator (the trace id starts with the time), so a
 trace opens in AWS X-Ray through a collector as well as in any OTLP backend.
@@ -36,6 +37,7 @@ from opentelemetry.sdk.extension.aws.trace import AwsXRayIdGenerator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from framefarm import config, tracing
@@ -121,6 +123,21 @@ class _Spans(SpanProcessor):
             exporter.shutdown()
 
 
+class _RunsOnly(Sampler):
+    """A new trace starts only at a run or a job: a call outside any run (the CLI reading a
+    stack's outputs, say) makes no one-span trace of its own. Spans with a parent follow it."""
+
+    def should_sample(self, parent_context: Context | None, trace_id: int, name: str,
+                      kind: Any = None, attributes: Any = None, links: Any = None,
+                      trace_state: Any = None) -> SamplingResult:
+        if name == "run" or (attributes and "framefarm.run_id" in attributes):
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
+        return SamplingResult(Decision.DROP)
+
+    def get_description(self) -> str:
+        return "framefarm runs only"
+
+
 _state: dict[str, Any] = {}
 
 
@@ -133,7 +150,8 @@ def setup(environ: Mapping[str, str] | None = None) -> bool:
     if env.get(config.OTEL_SDK_DISABLED, "").strip().lower() == "true":
         return False
     spans = _Spans(_exporter(env))
-    provider = TracerProvider(resource=_resource(env), id_generator=AwsXRayIdGenerator())
+    provider = TracerProvider(resource=_resource(env), id_generator=AwsXRayIdGenerator(),
+                              sampler=ParentBased(root=_RunsOnly()))
     provider.add_span_processor(spans)
     trace.set_tracer_provider(provider)
     propagate.set_global_textmap(CompositePropagator([TraceContextTextMapPropagator(),

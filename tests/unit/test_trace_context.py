@@ -128,3 +128,16 @@ def test_a_failing_exporter_is_dropped_after_one_line(capsys: pytest.CaptureFixt
         spans.force_flush()
     assert Down.calls == 1 and spans.exporter is None
     assert capsys.readouterr().err.count("could not export spans") == 1
+
+
+def test_a_trace_starts_only_at_a_run_or_a_job() -> None:
+    from opentelemetry.sdk.trace.sampling import ParentBased
+
+    from framefarm._otel import _RunsOnly
+
+    tracer = TracerProvider(sampler=ParentBased(root=_RunsOnly())).get_tracer("test")
+    assert not tracer.start_span("S3.GetObject").is_recording()  # outside any run
+    assert tracer.start_span("run").is_recording()
+    with tracer.start_as_current_span("render", attributes={"framefarm.run_id": "r1"}) as job:
+        assert job.is_recording()
+        assert tracer.start_span("S3.GetObject").is_recording()  # inside a job: traced
