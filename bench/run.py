@@ -3,10 +3,13 @@
     pip install -e '.[bench]'
     python bench/run.py            # every workload, writes bench/RESULTS.md (~2.5 minutes on 2 cores)
     python bench/run.py --quick    # small frame counts, a smoke run
+    python bench/run.py --only tracing:plasma --out /tmp/tracing.md   # tracing's cost alone
 
 Every contender runs as its own subprocess (fresh imports, no shared caches) and is timed from
 outside: wall time, CPU time of the whole process tree, and peak memory (the largest process,
 sampled with psutil). Every video made is checked (frame count) so nobody wins by doing less.
+Tracing's cost is framefarm with tracing off, as default and exporting over OTLP/HTTP to a
+receiver in this process, in alternating rounds (median of the rounds).
 See bench/README.md for what each contender is.
 """
 
@@ -19,6 +22,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,8 +31,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -68,6 +73,21 @@ WORKLOADS = (
 MEMORY_RUNS = ((240, 60), (960, 120))
 QUICK_MEMORY_RUNS = ((120, 60), (240, 120))
 
+# Tracing's cost: framefarm three ways on these workloads, in alternating rounds.
+UNTRACED, TRACED, OTLP = "framefarm-untraced", "framefarm", "framefarm-otlp"
+TRACING_CONTENDERS = (UNTRACED, TRACED, OTLP)
+TRACING_LABELS = {
+    UNTRACED: "framefarm, tracing off (OTEL_SDK_DISABLED=true)",
+    TRACED: "framefarm, default (spans stored with the run)",
+    OTLP: "framefarm, exporting over OTLP/HTTP to 127.0.0.1",
+}
+TRACING_WORKLOADS = ("plasma", "circles")
+ROUNDS, QUICK_ROUNDS = 5, 2
+TRACING_BUDGET = 1.03
+"""Tracing on may cost at most 3% wall time (traced wall / untraced wall, median of the rounds)."""
+# The caller's tracing and framefarm settings must not leak into a framefarm contender.
+_FOREIGN_ENV = ("OTEL_", "FRAMEFARM_", "TRACEPARENT", "_X_AMZN_TRACE_ID", "JOB_TYPE", "AWS_BATCH_")
+
 
 @dataclass
 class Measure:
@@ -80,6 +100,10 @@ class Measure:
     worker_peak_mb: float = 0.0
     frames: int = 0
     note: str = ""
+    spans: int = 0
+    """framefarm: spans in the run's stored trace (runs/RUN/trace.jsonl)."""
+    exported: int = 0
+    """framefarm over OTLP: spans the receiver got in the run's trace."""
 
 
 # -- measuring a subprocess ---------------------------------------------------------------------
@@ -97,7 +121,8 @@ def peak_rss_mb(process: psutil.Process) -> float:
     return float(process.memory_info().rss) / 2**20
 
 
-def measure(command: Sequence[str], *, cwd: Path, contender: str) -> Measure:
+def measure(command: Sequence[str], *, cwd: Path, contender: str,
+            env: dict[str, str] | None = None) -> Measure:
     """Run `command`; wall time, CPU time of its whole tree, and peak RSS (largest process, and
     largest process other than the root: a worker)."""
     import psutil
@@ -105,7 +130,7 @@ def measure(command: Sequence[str], *, cwd: Path, contender: str) -> Measure:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     process = subprocess.Popen(list(command), cwd=cwd, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, env=env)
     peaks: dict[int, float] = {}
     done = threading.Event()
 
@@ -340,23 +365,176 @@ CONTENDERS: dict[str, Callable[[Workload, Path], None]] = {
 }
 
 
-def run_contender(name: str, work: Workload, tmp: Path) -> Measure:
-    out = tmp / f"{work.name}-{name}" / "out.mp4"
+class OtlpReceiver:
+    """A real OTLP/HTTP trace receiver on 127.0.0.1, in a thread of this process: it decodes each
+    `POST /v1/traces` (protobuf, gzip or not), keeps the span ids of each trace, and answers 200
+    with an empty ExportTraceServiceResponse, as a collector does. HTTP/1.1, so the exporter's
+    connection stays open between batches, as with a collector. (tests/otlp.py keeps whole spans
+    for the tests; this keeps just enough to check that every span of a run arrived.)"""
+
+    def __init__(self) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+            ExportTraceServiceResponse,
+        )
+
+        self.span_ids: dict[str, set[str]] = {}
+        self.requests = 0
+        self._lock = threading.Lock()
+        receiver = self
+        reply = ExportTraceServiceResponse().SerializeToString()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                import gzip
+
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path != "/v1/traces":
+                    self.send_error(404)
+                    return
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                receiver._receive(ExportTraceServiceRequest.FromString(body))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _receive(self, request: Any) -> None:
+        found: dict[str, list[str]] = {}
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    found.setdefault(span.trace_id.hex(), []).append(span.span_id.hex())
+        with self._lock:
+            self.requests += 1
+            for trace_id, ids in found.items():
+                self.span_ids.setdefault(trace_id, set()).update(ids)
+
+    def received(self, trace_id: str) -> set[str]:
+        with self._lock:
+            return set(self.span_ids.get(trace_id, ()))
+
+    def __enter__(self) -> OtlpReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def framefarm_env(name: str, receiver: OtlpReceiver | None = None) -> dict[str, str]:
+    """The environment of a framefarm contender: this one without the caller's tracing and
+    framefarm settings, plus what the contender sets."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN_ENV)}
+    if name == UNTRACED:
+        env["OTEL_SDK_DISABLED"] = "true"
+    elif name == OTLP:
+        if receiver is None:
+            raise ValueError(f"{OTLP} needs an OTLP receiver")
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
+    return env
+
+
+def stored_spans(folder: Path) -> tuple[str, set[str]]:
+    """A framefarm run's stored trace under `folder` (default storage, ./framefarm-data): its trace
+    id and span ids; ('', set()) when the run stored none."""
+    traces = list((folder / "framefarm-data" / "runs").glob("*/trace.jsonl"))
+    if len(traces) > 1:
+        raise SystemExit(f"more than one run under {folder}")
+    if not traces:
+        return "", set()
+    spans = [json.loads(line) for line in traces[0].read_text().splitlines() if line.strip()]
+    trace_ids = {s["trace_id"] for s in spans}
+    if len(trace_ids) != 1:
+        raise SystemExit(f"{traces[0]}: {len(trace_ids)} trace ids, expected one")
+    return trace_ids.pop(), {s["span_id"] for s in spans}
+
+
+def check_trace(name: str, result: Measure, folder: Path, receiver: OtlpReceiver | None) -> None:
+    """Tracing contenders did their work: tracing off stores nothing; default stores the run's
+    spans; OTLP stores them and the receiver got every one of them (the exporter may send more
+    than is stored, never less)."""
+    trace_id, ids = stored_spans(folder)
+    result.spans = len(ids)
+    if name == UNTRACED:
+        if ids or any((folder / "framefarm-data" / "runs").glob("*/trace")):
+            raise SystemExit(f"{name} stored spans with OTEL_SDK_DISABLED=true")
+        return
+    if not ids:
+        raise SystemExit(f"{name} stored no trace under {folder}")
+    if name == OTLP:
+        assert receiver is not None
+        received = receiver.received(trace_id)
+        result.exported = len(received)
+        if not ids <= received:
+            raise SystemExit(f"{name}: the receiver got {len(ids & received)} of the run's "
+                             f"{len(ids)} stored spans")
+
+
+def run_contender(name: str, work: Workload, tmp: Path, *, receiver: OtlpReceiver | None = None,
+                  tag: str = "") -> Measure:
+    out = tmp / f"{work.name}-{name}{tag}" / "out.mp4"
     out.parent.mkdir(parents=True)
-    if name == "framefarm":
+    env = None
+    if name in TRACING_CONTENDERS:
         exe = shutil.which("framefarm", path=str(Path(sys.executable).parent)) or "framefarm"
         command = [exe, "render", str(EXAMPLES / work.sketch), "-o", str(out), "--frames",
                    str(work.frames), "--size", f"{work.width}x{work.height}"]
         if work.per_job:
             command += ["--per-job", str(work.per_job)]
+        env = framefarm_env(name, receiver)
     else:
         command = [sys.executable, str(Path(__file__)), "--contender", name, "--workload",
                    json.dumps(work.__dict__), "--out-video", str(out)]
-    result = measure(command, cwd=out.parent, contender=name)
+    result = measure(command, cwd=out.parent, contender=name, env=env)
     result.frames = count_frames(out)
     if result.frames != work.frames:
         raise SystemExit(f"{name} made {result.frames} frames of {work.frames}")
+    if name in TRACING_CONTENDERS:
+        check_trace(name, result, out.parent, receiver)
     return result
+
+
+def round_order(r: int) -> tuple[str, ...]:
+    """The tracing contenders in round `r`: rotated by one each round, so that each runs first,
+    second and third equally often (and after each of the others)."""
+    shift = r % len(TRACING_CONTENDERS)
+    return TRACING_CONTENDERS[shift:] + TRACING_CONTENDERS[:shift]
+
+
+def tracing_rounds(work: Workload, tmp: Path, rounds: int) -> list[dict[str, Measure]]:
+    """framefarm with tracing off, as default and exporting over OTLP, `rounds` times, the order
+    rotating each round so that none always runs first (or after the same one). One untimed
+    1-frame OTLP run first warms the page cache with everything the three import."""
+    results: list[dict[str, Measure]] = []
+    with OtlpReceiver() as receiver:
+        warm = Workload(work.name, work.sketch, 1, work.width, work.height, work.fps)
+        run_contender(OTLP, warm, tmp, receiver=receiver, tag="-warm-up")
+        for r in range(rounds):
+            measures: dict[str, Measure] = {}
+            for name in round_order(r):
+                m = run_contender(name, work, tmp, receiver=receiver, tag=f"-{r}")
+                measures[name] = m
+                print(f"{work.name:<10} {name:<18} round {r + 1}/{rounds}: wall {m.wall:6.2f} s  "
+                      f"cpu {m.cpu:6.2f} s  spans {m.spans}"
+                      + (f" (exported {m.exported})" if name == OTLP else "")
+                      + f"  load {os.getloadavg()[0]:.2f}", flush=True)
+            results.append({name: measures[name] for name in TRACING_CONTENDERS})
+    return results
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -375,6 +553,8 @@ class Report:
     memory: dict[int, float] = field(default_factory=dict)
     """framefarm's largest worker peak (MB) by frames in the video."""
     memory_per_job: dict[int, int] = field(default_factory=dict)
+    tracing: dict[str, list[dict[str, Measure]]] = field(default_factory=dict)
+    """Per workload, each round of the tracing comparison: contender -> its measure."""
 
     def get(self, workload: str, contender: str) -> Measure | None:
         return next((m for m in self.results.get(workload, []) if m.contender == contender), None)
@@ -383,6 +563,22 @@ class Report:
 def ratio(slow: float, fast: float) -> float:
     """How many times faster `fast` is than `slow`."""
     return slow / fast if fast > 0 else float("inf")
+
+
+def tracing_ratios(rounds: Sequence[dict[str, Measure]], contender: str, *,
+                   cpu: bool = False) -> list[float]:
+    """Per round, `contender`'s wall (or CPU) time / framefarm's with tracing off in that round."""
+    def seconds(m: Measure) -> float:
+        return m.cpu if cpu else m.wall
+
+    return [seconds(r[contender]) / seconds(r[UNTRACED]) if seconds(r[UNTRACED]) > 0
+            else float("inf") for r in rounds]
+
+
+def tracing_cost(rounds: Sequence[dict[str, Measure]]) -> tuple[float, float]:
+    """Median traced / untraced wall over the rounds: (default, OTLP)."""
+    return (statistics.median(tracing_ratios(rounds, TRACED)),
+            statistics.median(tracing_ratios(rounds, OTLP)))
 
 
 def memory_flat(before: float, after: float) -> bool:
@@ -427,6 +623,13 @@ def targets(report: Report) -> list[tuple[str, str, bool]]:
         (n1, m1), (n2, m2) = sorted(report.memory.items())
         rows.append((f"worker peak memory flat from {n1} to {n2} frames",
                      f"{m1:.0f} MB → {m2:.0f} MB", memory_flat(m1, m2)))
+    for w, rounds in report.tracing.items():
+        if rounds:
+            default, otlp = tracing_cost(rounds)
+            rows.append((f"tracing on costs ≤ 3% wall time on {w}",
+                         f"default {default:.3f}x, OTLP {otlp:.3f}x tracing off's wall "
+                         f"(median of {len(rounds)} round(s))",
+                         max(default, otlp) <= TRACING_BUDGET))
     return rows
 
 
@@ -444,6 +647,35 @@ def machine() -> str:
 
     return (f"{os.cpu_count()} cores, {model}, {memory:.0f} GB RAM; Python "
             f"{platform.python_version()}, PyAV {av.__version__} (FFmpeg {av.ffmpeg_version_info})")
+
+
+def tracing_markdown(name: str, rounds: Sequence[dict[str, Measure]]) -> list[str]:
+    """The tracing comparison of one workload: medians over the rounds, and their spread."""
+    if not rounds:
+        return []
+    work = next(w for w in WORKLOADS if w.name == name)
+    frames = rounds[0][UNTRACED].frames
+    lines = [f"## tracing: {name} ({work.sketch}, {frames} frame(s)), {len(rounds)} alternating "
+             f"round(s)", "",
+             "| contender | wall s | wall s min-max | CPU s | spans stored / exported "
+             "| ratio | ratio min-max | CPU ratio |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for contender in TRACING_CONTENDERS:
+        walls = [r[contender].wall for r in rounds]
+        cpus = [r[contender].cpu for r in rounds]
+        spans = statistics.median([r[contender].spans for r in rounds])
+        exported = statistics.median([r[contender].exported for r in rounds])
+        shown = f"{spans:.0f} / {exported:.0f}" if contender == OTLP else f"{spans:.0f}"
+        ratios = tracing_ratios(rounds, contender)
+        cpu_ratio = statistics.median(tracing_ratios(rounds, contender, cpu=True))
+        lines.append(f"| {TRACING_LABELS[contender]} | {statistics.median(walls):.2f} "
+                     f"| {min(walls):.2f}-{max(walls):.2f} | {statistics.median(cpus):.2f} "
+                     f"| {shown} | {statistics.median(ratios):.3f} "
+                     f"| {min(ratios):.3f}-{max(ratios):.3f} | {cpu_ratio:.3f} |")
+    return [*lines, "", "Each round runs the three once, the order rotating from round to round; "
+            "ratio = the contender's wall (CPU) time / tracing off's in the same round, median "
+            "over the rounds; wall and CPU seconds are medians too. The OTLP receiver runs in the "
+            "benchmark's process on the same cores.", ""]
 
 
 def markdown(report: Report, *, quick: bool) -> str:
@@ -488,6 +720,8 @@ def markdown(report: Report, *, quick: bool) -> str:
                   "frames, ~180 MB at 720p, full after a segment's first ~50 frames) are full in "
                   "both runs; frames per chunk and chunks per worker both double. A worker that "
                   "held its chunk's frames would grow by ~2.7 MB per 720p frame.", ""]
+    for name, rounds in report.tracing.items():
+        lines += tracing_markdown(name, rounds)
     lines += ["## targets (issue 3)", "", "| target | measured | |", "| --- | --- | --- |",
               *(f"| {t} | {v} | {'PASS' if ok else 'FAIL'} |" for t, v, ok in targets(report)), ""]
     return "\n".join(lines)
@@ -497,8 +731,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small frame counts: a smoke run")
     parser.add_argument("--only", action="append", metavar="WORKLOAD",
-                        choices=[w.name for w in WORKLOADS] + ["plan", "memory"],
-                        help="only this workload (repeatable)")
+                        choices=[w.name for w in WORKLOADS] + ["plan", "memory", "tracing"]
+                        + [f"tracing:{w}" for w in TRACING_WORKLOADS],
+                        help="only this workload (repeatable); tracing: tracing's cost on "
+                             f"{' and '.join(TRACING_WORKLOADS)}, tracing:WORKLOAD on one")
+    parser.add_argument("--rounds", type=int, metavar="N",
+                        help=f"rounds of the tracing comparison (default {ROUNDS}, "
+                             f"{QUICK_ROUNDS} with --quick)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     parser.add_argument("--contender", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
@@ -544,6 +783,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 report.memory_per_job[frames] = per_job
                 print(f"memory     {frames} frames: worker peak {m.worker_peak_mb:.0f} MB",
                       flush=True)
+        rounds = args.rounds or (QUICK_ROUNDS if args.quick else ROUNDS)
+        for work in WORKLOADS:
+            if work.name not in TRACING_WORKLOADS or (args.only and "tracing" not in args.only
+                                                      and f"tracing:{work.name}" not in args.only):
+                continue
+            if args.quick:
+                work = Workload(work.name, work.sketch, min(work.frames, 24), 640, 360)
+            report.tracing[work.name] = tracing_rounds(work, Path(tmp) / "tracing", rounds)
     text = markdown(report, quick=args.quick)
     args.out.write_text(text + "\n")
     print(text)

@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from pathlib import Path
 
-from bench.run import Measure, Report, limit_seconds, markdown, memory_flat, ratio, targets, x264_version
+import pytest
+
+from bench.run import (
+    OTLP,
+    TRACED,
+    TRACING_CONTENDERS,
+    UNTRACED,
+    Measure,
+    OtlpReceiver,
+    Report,
+    check_trace,
+    framefarm_env,
+    limit_seconds,
+    main,
+    markdown,
+    memory_flat,
+    ratio,
+    round_order,
+    targets,
+    tracing_cost,
+    tracing_ratios,
+    x264_version,
+)
 
 
 def report(ff_plasma: float, naive: float, limit: float, one_frame: float, plan: float,
@@ -81,3 +105,130 @@ def test_x264_version_is_read_from_the_stream(tmp_path: Path) -> None:
     assert x264_version(video) == "x264 core 165 r3222 b35605a"
     video.write_bytes(b"no encoder here")
     assert x264_version(video) == "unknown"
+
+
+# -- tracing's cost -------------------------------------------------------------------------------
+
+
+def rounds(*walls: tuple[float, float, float]) -> list[dict[str, Measure]]:
+    """Rounds of the tracing comparison from (tracing off, default, OTLP) walls."""
+    return [{name: Measure(name, wall, 2 * wall, 100, 90, frames=240, spans=0 if name == UNTRACED
+                           else 668, exported=680 if name == OTLP else 0)
+             for name, wall in zip(TRACING_CONTENDERS, round_walls, strict=True)}
+            for round_walls in walls]
+
+
+def test_tracing_ratios_pair_each_round_with_its_own_untraced_run() -> None:
+    r = rounds((10.0, 10.1, 10.2), (20.0, 20.0, 21.0), (10.0, 10.3, 10.1))
+    assert tracing_ratios(r, TRACED) == pytest.approx([1.01, 1.0, 1.03])
+    assert tracing_ratios(r, OTLP) == pytest.approx([1.02, 1.05, 1.01])
+    assert tracing_ratios(r, OTLP, cpu=True) == pytest.approx([1.02, 1.05, 1.01])
+    assert tracing_cost(r) == pytest.approx((1.01, 1.02))  # medians: one slow round is noise
+
+
+def test_each_contender_runs_first_second_and_third_in_turn() -> None:
+    orders = [round_order(r) for r in range(6)]
+    assert orders[0] == (UNTRACED, TRACED, OTLP) and orders[3] == orders[0]
+    for position in range(3):
+        assert {order[position] for order in orders[:3]} == set(TRACING_CONTENDERS)
+
+
+def test_tracing_target_passes_up_to_three_percent_for_both_traced_contenders() -> None:
+    def verdict(*walls: tuple[float, float, float]) -> tuple[str, bool]:
+        r = Report()
+        r.tracing["plasma"] = rounds(*walls)
+        ((target, measured, ok),) = targets(r)
+        assert target == "tracing on costs ≤ 3% wall time on plasma"
+        return measured, ok
+
+    measured, ok = verdict((10.0, 10.3, 10.0), (10.0, 10.0, 10.3), (10.0, 10.1, 10.1))
+    assert ok and measured == "default 1.010x, OTLP 1.010x tracing off's wall (median of 3 round(s))"
+    assert not verdict((10.0, 10.31, 10.0), (10.0, 10.4, 10.0))[1]  # default over budget
+    assert not verdict((10.0, 10.0, 10.4), (10.0, 10.0, 10.31))[1]  # OTLP over budget
+
+
+def test_markdown_shows_the_tracing_medians_and_their_spread() -> None:
+    r = Report()
+    r.tracing["circles"] = rounds((10.0, 10.1, 10.2), (20.0, 20.0, 21.0), (10.0, 10.3, 10.1))
+    text = markdown(r, quick=False)
+    assert "## tracing: circles (circles.py, 240 frame(s)), 3 alternating round(s)" in text
+    assert ("| framefarm, tracing off (OTEL_SDK_DISABLED=true) | 10.00 | 10.00-20.00 | 20.00 | 0 "
+            "| 1.000 | 1.000-1.000 | 1.000 |") in text
+    assert ("| framefarm, default (spans stored with the run) | 10.30 | 10.10-20.00 | 20.60 | 668 "
+            "| 1.010 | 1.000-1.030 | 1.010 |") in text
+    assert ("| framefarm, exporting over OTLP/HTTP to 127.0.0.1 | 10.20 | 10.10-21.00 | 20.40 "
+            "| 668 / 680 | 1.020 | 1.010-1.050 | 1.020 |") in text
+    assert "| tracing on costs ≤ 3% wall time on circles |" in text and "PASS" in text
+
+
+def test_framefarm_contenders_get_only_their_own_tracing_settings(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    monkeypatch.setenv("TRACEPARENT", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    monkeypatch.setenv("FRAMEFARM_STORAGE", "s3://elsewhere")
+    assert not [k for k in framefarm_env(TRACED) if k.startswith(("OTEL_", "TRACEPARENT", "FRAMEFARM_"))]
+    assert framefarm_env(UNTRACED)["OTEL_SDK_DISABLED"] == "true"
+    with OtlpReceiver() as receiver:
+        env = framefarm_env(OTLP, receiver)
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == receiver.endpoint
+    assert "OTEL_SDK_DISABLED" not in env
+    with pytest.raises(ValueError):
+        framefarm_env(OTLP)
+
+
+def test_the_receiver_answers_as_a_collector_and_keeps_span_ids() -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add()
+    for i in (1, 2):
+        span = spans.spans.add()
+        span.trace_id, span.span_id, span.name = bytes(15) + b"\x07", bytes(7) + bytes([i]), "frame"
+    with OtlpReceiver() as receiver:
+        post = urllib.request.Request(f"{receiver.endpoint}/v1/traces", data=request.SerializeToString(),
+                                      headers={"Content-Type": "application/x-protobuf"})
+        with urllib.request.urlopen(post, timeout=10) as answer:
+            assert answer.status == 200 and answer.read() == b""
+        assert receiver.received("0" * 30 + "07") == {"0" * 14 + "01", "0" * 14 + "02"}
+        assert receiver.requests == 1
+
+
+def test_a_traced_contender_that_stored_or_exported_too_little_stops_the_run(tmp_path: Path) -> None:
+    def store(folder: Path, span_ids: list[str]) -> None:
+        run = folder / "framefarm-data" / "runs" / "r1"
+        run.mkdir(parents=True)
+        (run / "trace.jsonl").write_text("".join(
+            json.dumps({"trace_id": "ab" * 16, "span_id": s}) + "\n" for s in span_ids))
+
+    nothing, stored = tmp_path / "nothing", tmp_path / "stored"
+    nothing.mkdir()
+    store(stored, ["01" * 8, "02" * 8])
+    check_trace(UNTRACED, Measure(UNTRACED, 1, 1, 1), nothing, None)
+    with pytest.raises(SystemExit, match="stored spans"):
+        check_trace(UNTRACED, Measure(UNTRACED, 1, 1, 1), stored, None)
+    with pytest.raises(SystemExit, match="stored no trace"):
+        check_trace(TRACED, Measure(TRACED, 1, 1, 1), nothing, None)
+    m = Measure(TRACED, 1, 1, 1)
+    check_trace(TRACED, m, stored, None)
+    assert m.spans == 2
+    with OtlpReceiver() as receiver, pytest.raises(SystemExit, match="got 0 of the run's 2"):
+        check_trace(OTLP, Measure(OTLP, 1, 1, 1), stored, receiver)
+
+
+@pytest.mark.integration
+def test_quick_mode_runs_the_tracing_comparison(tmp_path: Path) -> None:
+    """The harness end to end, one quick round: framefarm three ways, every video checked, the
+    stored trace checked, every stored span received over OTLP. Nothing here is timed."""
+    out = tmp_path / "results.md"
+    assert main(["--quick", "--only", "tracing:plasma", "--rounds", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "## tracing: plasma (plasma.py, 24 frame(s)), 1 alternating round(s)" in text
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in text.splitlines()
+            if line.startswith("| framefarm, ")}
+    assert len(rows) == 3
+    assert rows["framefarm, tracing off (OTEL_SDK_DISABLED=true)"][4] == "0"
+    assert int(rows["framefarm, default (spans stored with the run)"][4]) > 24  # a span per frame
+    stored, exported = map(int, rows["framefarm, exporting over OTLP/HTTP to 127.0.0.1"][4].split(" / "))
+    assert stored > 24 and exported >= stored
+    assert "| tracing on costs ≤ 3% wall time on plasma |" in text
