@@ -41,12 +41,16 @@ def render_command(args: argparse.Namespace) -> int:
     if args.runner == "batch":
         defaults, options = _batch_options(args)
     else:
-        _refuse_batch_flags(args)
+        _refuse_flags(args, _BATCH_FLAGS, "batch")
+    if args.runner == "temporal":
+        options.update(_temporal_options(args))
+    else:
+        _refuse_flags(args, _TEMPORAL_FLAGS, "temporal")
     storage = open_storage(str(config.resolve(args.storage, config.STORAGE,
                                               defaults[config.STORAGE])))
     joblog = open_joblog(str(config.resolve(args.joblog, config.JOBLOG, defaults[config.JOBLOG])))
-    if args.runner == "local" and "memory://" in (storage.url + joblog.url):
-        raise UserError("memory:// storage and job logs live in one process; local worker "
+    if args.runner in ("local", "temporal") and "memory://" in (storage.url + joblog.url):
+        raise UserError(f"memory:// storage and job logs live in one process; {args.runner} worker "
                         "processes cannot share them: use file:// and sqlite:/// (the defaults)")
     env = contract_env(sketch=_sketch_location(args.sketch), output=output, storage=storage.url,
                        joblog=joblog.url, frames=args.frames, per_job=args.per_job, fps=args.fps,
@@ -65,8 +69,13 @@ def render_command(args: argparse.Namespace) -> int:
             run_span.set_status(StatusCode.ERROR, "a job failed")
     # The run's own trace: merged now when every job has ended, else by the encode job.
     finished = result.details.get("waited") is not False
-    _otel.finish_job(storage, result.run_id, trace_id=tracing.span_trace_id(run_span),
-                     name=f"run.{run_span.get_span_context().span_id:016x}", merge=finished)
+    if result.details.get("attached"):
+        # Another `framefarm render` started this run (on Temporal): its trace is the run's.
+        with tracing.untraced():
+            tracing.merge_spans(storage, result.run_id)
+    else:
+        _otel.finish_job(storage, result.run_id, trace_id=tracing.span_trace_id(run_span),
+                         name=f"run.{run_span.get_span_context().span_id:016x}", merge=finished)
     if not result.succeeded:
         return _report_failure(result, joblog_url=joblog.url)
     if result.details.get("waited") is False:
@@ -118,13 +127,27 @@ def _batch_options(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, 
 
 _BATCH_FLAGS = ("stack", "job_queue", "plan_job_definition", "render_job_definition",
                 "encode_job_definition", "plan_here", "wait")
+_TEMPORAL_FLAGS = ("temporal_address", "temporal_namespace", "task_queue", "temporal_ui",
+                   "heartbeat_timeout")
 
 
-def _refuse_batch_flags(args: argparse.Namespace) -> None:
-    given = [f"--{name.replace('_', '-')}" for name in _BATCH_FLAGS if getattr(args, name, None)]
+def _temporal_options(args: argparse.Namespace) -> dict[str, object]:
+    """Runner options for --runner temporal; the server and namespace also come from the
+    Temporal SDK's own variables (TEMPORAL_ADDRESS …)."""
+
+    def announce(line: str) -> None:
+        print(f"framefarm: {line}", file=sys.stderr, flush=True)
+
+    return {"address": args.temporal_address, "namespace": args.temporal_namespace,
+            "task_queue": args.task_queue, "ui": args.temporal_ui,
+            "heartbeat_seconds": args.heartbeat_timeout, "announce": announce}
+
+
+def _refuse_flags(args: argparse.Namespace, names: tuple[str, ...], runner: str) -> None:
+    given = [f"--{name.replace('_', '-')}" for name in names if getattr(args, name, None)]
     if given:
-        raise UserError(f"{', '.join(given)} only work with --runner batch; add --runner batch "
-                        "or leave them out")
+        raise UserError(f"{', '.join(given)} only work with --runner {runner}; add --runner "
+                        f"{runner} or leave them out")
 
 
 def _report_failure(result: RunResult, *, joblog_url: str) -> int:

@@ -50,6 +50,28 @@ def frame_size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
+    return value
+
+
+def _add_temporal_flags(group: argparse._ActionsContainer) -> None:
+    group.add_argument("--temporal-address", dest="temporal_address",
+                       help=f"HOST:PORT of the Temporal server (or {config.TEMPORAL_ADDRESS}; "
+                            "render without one starts a dev server and a worker of its own)")
+    group.add_argument("--temporal-namespace", dest="temporal_namespace",
+                       help=f"the namespace (or {config.TEMPORAL_NAMESPACE}; default: default)")
+    group.add_argument("--task-queue", dest="task_queue",
+                       help=f"the task queue (or {config.TASK_QUEUE}; "
+                            f"default: {config.DEFAULT_TASK_QUEUE})")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports bad input as one line and exit code 2 (its usage goes to --help)."""
 
@@ -79,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--preset", help=f"x264 preset, ultrafast to veryslow (default {config.DEFAULT_PRESET})")
     render.add_argument("--keep-frames", action="store_true", dest="keep_frames",
                         help="also store every frame as PNG under runs/RUN/frames/")
-    render.add_argument("--runner", default="local", help="who runs the jobs: local (the default) "
-                        "or batch (AWS Batch)")
+    render.add_argument("--runner", default="local", help="who runs the jobs: local (the default), "
+                        "batch (AWS Batch) or temporal (Temporal workers)")
     batch = render.add_argument_group("AWS Batch (--runner batch)")
     batch.add_argument("--stack", help="a deployed deploy/cloudformation.yaml stack: its outputs name "
                        "the queue, job definitions, bucket and table")
@@ -94,6 +116,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="plan on this machine and submit the render and encode jobs from here")
     batch.add_argument("--wait", action="store_true",
                        help="follow the run to the end and download the video to -o")
+
+    temporal = render.add_argument_group("Temporal (--runner temporal)")
+    _add_temporal_flags(temporal)
+    temporal.add_argument("--temporal-ui", dest="temporal_ui",
+                          help=f"the server's web UI, for the run's link (or {config.TEMPORAL_UI}; "
+                               "default: the address's port + 1000)")
+    temporal.add_argument("--heartbeat-timeout", dest="heartbeat_timeout", type=positive_float,
+                          help="seconds a render job may take for one frame (the first with the "
+                               "sketch's setup) before its chunk goes to another worker (default 30)")
+
+    worker = sub.add_parser("worker", help="run a Temporal worker: it runs the jobs of "
+                                           "`render --runner temporal` runs until stopped")
+    _add_temporal_flags(worker)
+    worker.add_argument("--workers", type=positive_int,
+                        help="processes, one job each (default: CPU count)")
+    worker.add_argument("--identity", help="the worker's name in Temporal (default: pid@host)")
 
     sub.add_parser("job", help="run one step from the job contract's environment variables "
                                "(the container entrypoint)")
@@ -128,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from framefarm._render_cmd import render_command
 
             return render_command(args)
+        if args.command == "worker":
+            return _worker(args)
         if args.command == "status":
             return _status(args)
         if args.command == "trace":
@@ -139,6 +179,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("framefarm: interrupted", file=sys.stderr)
         return 130
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from framefarm.runners.temporal.connect import resolve_target
+    from framefarm.runners.temporal.worker import WorkerSettings
+    from framefarm.runners.temporal.worker import main as worker_main
+
+    target = resolve_target(address=args.temporal_address, namespace=args.temporal_namespace)
+    queue = config.resolve(args.task_queue, config.TASK_QUEUE, config.DEFAULT_TASK_QUEUE)
+    return worker_main(target, WorkerSettings(task_queue=str(queue), processes=args.workers or 0,
+                                              identity=args.identity or ""))
 
 
 def _joblog_url(args: argparse.Namespace) -> str:

@@ -63,6 +63,15 @@ TRACING_SETTINGS = (
     OTEL_RESOURCE_ATTRIBUTES,
 )
 
+# Temporal (`--runner temporal`, `framefarm worker`): the SDK's own variables, read through its
+# environment configuration (temporalio.envconfig, which also reads TLS and API-key settings),
+# and framefarm's.
+TEMPORAL_ADDRESS = "TEMPORAL_ADDRESS"
+TEMPORAL_NAMESPACE = "TEMPORAL_NAMESPACE"
+TASK_QUEUE = "FRAMEFARM_TASK_QUEUE"
+TEMPORAL_UI = "FRAMEFARM_TEMPORAL_UI"
+DEFAULT_TASK_QUEUE = "framefarm"
+
 # Every variable of the job contract, in the README's order.
 CONTRACT = (
     JOB_TYPE, TOTAL_FRAMES, FRAMES_PER_RENDER_JOB, ARRAY_INDEX, BATCH_JOB_ID, BATCH_JOB_ATTEMPT,

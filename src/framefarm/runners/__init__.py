@@ -10,6 +10,7 @@ __all__ = ["Progress", "RunRequest", "RunResult", "Runner", "known_runners", "op
 _RUNNERS = {
     "local": ("framefarm.runners.local", "LocalRunner", None),
     "batch": ("framefarm.runners.batch", "BatchRunner", "aws"),
+    "temporal": ("framefarm.runners.temporal.runner", "TemporalRunner", "temporal"),
 }
 
 

@@ -1,0 +1,114 @@
+"""A worker: runs the workflows in its own process and the activities — the CPU-bound plan,
+render and encode jobs — in a pool of processes, one job per process at a time.
+
+`framefarm worker` runs one until it is stopped (Ctrl-C or SIGTERM); `framefarm render --runner
+temporal` without an address runs one inside itself for the length of the run. Any number of
+workers on any number of machines can serve the same task queue; they must share the run's
+storage and job log (S3 and DynamoDB, or one machine's files).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from temporalio.client import Client
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.runtime import Runtime
+from temporalio.worker import SharedStateManager, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from framefarm import _otel, config
+from framefarm.errors import UserError
+from framefarm.runners.local import default_workers
+from framefarm.runners.temporal import activities
+from framefarm.runners.temporal._spans import RunSpans, RunSpansInterceptor
+from framefarm.runners.temporal.connect import TemporalTarget, connect, run_with_runtime
+from framefarm.runners.temporal.workflows import RenderChunks, RenderRun
+
+_PRELOAD = ["framefarm.job", "framefarm.runners.temporal.activities", "numpy", "av", "PIL.Image"]
+"""Imported once by the forkserver, so each pool process starts with them loaded."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerSettings:
+    """Where a worker polls and how many jobs it runs at once."""
+
+    task_queue: str = config.DEFAULT_TASK_QUEUE
+    processes: int = 0
+    """Pool processes, one job each (0: one per CPU)."""
+    identity: str = ""
+    """How Temporal names this worker (default: pid@host)."""
+
+
+@asynccontextmanager
+async def running_worker(client: Client, settings: WorkerSettings) -> AsyncIterator[Worker]:
+    """A worker polling `settings.task_queue` while the block runs; its pool, its heartbeat
+    manager and its span store end with it."""
+    processes = settings.processes or default_workers()
+    # Each pool process gets an equal share of the CPUs for x264, as the local runner's workers.
+    cpus = max(1, default_workers() // processes)
+    # The worker's threads (Temporal's core runs in them) must not be forked: pool processes
+    # come from a forkserver that imported framefarm, NumPy and PyAV once.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(_PRELOAD)
+    manager = context.Manager()
+    pool = ProcessPoolExecutor(max_workers=processes, mp_context=context,
+                               initializer=activities.start_process,
+                               initargs=(cpus, _otel.active()))
+    spans = RunSpans()
+    worker = Worker(
+        client, task_queue=settings.task_queue, workflows=[RenderRun, RenderChunks],
+        activities=[activities.plan, activities.render, activities.encode],
+        activity_executor=pool, max_concurrent_activities=processes,
+        shared_state_manager=SharedStateManager.create_from_multiprocessing(manager),
+        interceptors=[RunSpansInterceptor(spans), TracingInterceptor()],
+        # framefarm's modules are imported once, outside the sandbox: the workflows use only
+        # its plain dataclasses, and its import-time set-up must not run in every workflow.
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules("framefarm")),
+        identity=settings.identity or None)
+    storing = asyncio.create_task(spans.keep_storing())
+    try:
+        async with worker:
+            yield worker
+    finally:
+        storing.cancel()
+        await asyncio.gather(storing, return_exceptions=True)
+        pool.shutdown(wait=True, cancel_futures=True)
+        manager.shutdown()
+
+
+async def serve(target: TemporalTarget, settings: WorkerSettings, runtime: Runtime) -> None:
+    """Run a worker until SIGINT or SIGTERM; jobs in flight are given back to Temporal (to be
+    retried on another worker) when they do not finish in time."""
+    client = await connect(target, runtime=runtime)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    processes = settings.processes or default_workers()
+    async with running_worker(client, settings):
+        print(f"framefarm worker: {processes} process(es) on {socket.gethostname()} polling task "
+              f"queue {settings.task_queue!r} at {target.address} (namespace {target.namespace}); "
+              "Ctrl-C stops", file=sys.stderr, flush=True)
+        await stop.wait()
+    print("framefarm worker: stopped", file=sys.stderr)
+
+
+def main(target: TemporalTarget, settings: WorkerSettings) -> int:
+    """`framefarm worker`: serve until stopped; the exit code."""
+    if not target.address:
+        raise UserError(f"framefarm worker needs a Temporal server: pass --temporal-address "
+                        f"HOST:PORT or set {config.TEMPORAL_ADDRESS} (for trying it out, "
+                        "`temporal server start-dev` starts one on 127.0.0.1:7233)")
+    _otel.setup()
+    run_with_runtime(lambda runtime: serve(target, settings, runtime))
+    return 0
