@@ -62,12 +62,12 @@ def positive_float(text: str) -> float:
 
 
 def _add_temporal_flags(group: argparse._ActionsContainer) -> None:
-    group.add_argument("--temporal-address", dest="temporal_address",
+    group.add_argument("--temporal-address", dest="temporal_address", metavar="HOST:PORT",
                        help=f"HOST:PORT of the Temporal server (or {config.TEMPORAL_ADDRESS}; "
                             "render without one starts a dev server and a worker of its own)")
-    group.add_argument("--temporal-namespace", dest="temporal_namespace",
+    group.add_argument("--temporal-namespace", dest="temporal_namespace", metavar="NAMESPACE",
                        help=f"the namespace (or {config.TEMPORAL_NAMESPACE}; default: default)")
-    group.add_argument("--task-queue", dest="task_queue",
+    group.add_argument("--task-queue", dest="task_queue", metavar="QUEUE",
                        help=f"the task queue (or {config.TASK_QUEUE}; "
                             f"default: {config.DEFAULT_TASK_QUEUE})")
 
@@ -119,19 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     temporal = render.add_argument_group("Temporal (--runner temporal)")
     _add_temporal_flags(temporal)
-    temporal.add_argument("--temporal-ui", dest="temporal_ui",
+    temporal.add_argument("--temporal-ui", dest="temporal_ui", metavar="URL",
                           help=f"the server's web UI, for the run's link (or {config.TEMPORAL_UI}; "
                                "default: the address's port + 1000)")
     temporal.add_argument("--heartbeat-timeout", dest="heartbeat_timeout", type=positive_float,
+                          metavar="SECONDS",
                           help="seconds a render job may take for one frame (the first with the "
                                "sketch's setup) before its chunk goes to another worker (default 30)")
 
     worker = sub.add_parser("worker", help="run a Temporal worker: it runs the jobs of "
                                            "`render --runner temporal` runs until stopped")
     _add_temporal_flags(worker)
-    worker.add_argument("--workers", type=positive_int,
+    worker.add_argument("--workers", type=positive_int, metavar="N",
                         help="processes, one job each (default: CPU count)")
-    worker.add_argument("--identity", help="the worker's name in Temporal (default: pid@host)")
+    worker.add_argument("--identity", metavar="NAME",
+                        help="the worker's name in Temporal (default: pid@host)")
 
     sub.add_parser("job", help="run one step from the job contract's environment variables "
                                "(the container entrypoint)")

@@ -9,6 +9,7 @@ Temporal is asked through its own `temporal` CLI, so this process never holds a 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -146,6 +147,18 @@ def queue_name() -> str:
     return f"q-{uuid.uuid4().hex[:8]}"
 
 
+@pytest.fixture(scope="module")
+def two_workers(server: DevServer,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[int]]]:
+    """Two one-process workers on a queue of their own, for the tests that kill none; the queue
+    and the workers' pids."""
+    pool = Workers(server.address, tmp_path_factory.mktemp("workers"))
+    queue = queue_name()
+    started = pool.start(queue, 2)
+    yield queue, [p.pid for p in started]
+    pool.stop()
+
+
 # -- checks ----------------------------------------------------------------------------------------
 
 def check_video(path: Path, sketch: Path, *, frames: int, size: tuple[int, int] = (160, 90),
@@ -175,6 +188,17 @@ def render_workers(events: list[dict[str, Any]]) -> Counter[str]:
     return Counter(e["activityTaskStartedEventAttributes"]["identity"] for e in events
                    if e["eventType"] == "EVENT_TYPE_ACTIVITY_TASK_STARTED"
                    and kinds[e["activityTaskStartedEventAttributes"]["scheduledEventId"]] == "render")
+
+
+def chunk_of_activity(events: list[dict[str, Any]]) -> dict[str, int]:
+    """Each render activity's chunk index, by activity id, from its input in the history."""
+    chunks = {}
+    for event in events:
+        scheduled = event.get("activityTaskScheduledEventAttributes")
+        if scheduled and scheduled["activityType"]["name"] == "render":
+            payload = scheduled["input"]["payloads"][0]
+            chunks[scheduled["activityId"]] = json.loads(base64.b64decode(payload["data"]))["index"]
+    return chunks
 
 
 def processes_in(folder: Path) -> list[int]:
@@ -240,10 +264,9 @@ def test_render_runs_its_own_dev_server_and_worker(workdir: Path) -> None:
     assert all(s["parent_id"] == run["span_id"] for s in spans if s["name"] in ("plan", "render", "encode"))
 
 
-def test_two_worker_processes_share_the_chunks(workers: Workers, server: DevServer, workdir: Path,
-                                               write_sketch: Callable[..., Path]) -> None:
-    queue = queue_name()
-    started = workers.start(queue, 2)
+def test_two_worker_processes_share_the_chunks(two_workers: tuple[str, list[int]], server: DevServer,
+                                               workdir: Path, write_sketch: Callable[..., Path]) -> None:
+    queue, pids = two_workers
     sketch = write_sketch(SLOW_SKETCH.format(delay=0.04), "slow.py")
     out = workdir / "two.mp4"
     done = run_cli(*render_args(sketch, out, "two", address=server.address, queue=queue,
@@ -252,7 +275,7 @@ def test_two_worker_processes_share_the_chunks(workers: Workers, server: DevServ
     check_video(out, sketch, frames=64)
     events = history(server.address, "two")
     by_worker = render_workers(events)
-    assert set(by_worker) == {f"{p.pid}@{socket.gethostname()}" for p in started}, by_worker
+    assert set(by_worker) == {f"{pid}@{socket.gethostname()}" for pid in pids}, by_worker
     assert sum(by_worker.values()) == 8
     # The history's size per chunk (README: "Run with Temporal"): 8 renders, plan and encode.
     print(f"history: {len(events)} events for 8 chunks, "
@@ -260,10 +283,9 @@ def test_two_worker_processes_share_the_chunks(workers: Workers, server: DevServ
     assert len(events) <= 6 * 10 + 5
 
 
-def test_same_run_id_twice_is_one_workflow(workers: Workers, server: DevServer, workdir: Path,
-                                           write_sketch: Callable[..., Path]) -> None:
-    queue = queue_name()
-    workers.start(queue, 1)
+def test_same_run_id_twice_is_one_workflow(two_workers: tuple[str, list[int]], server: DevServer,
+                                           workdir: Path, write_sketch: Callable[..., Path]) -> None:
+    queue = two_workers[0]
     sketch = write_sketch(SLOW_SKETCH.format(delay=0.02), "slow.py")
     command = [*framefarm_command(), *render_args(sketch, workdir / "a.mp4", "same",
                                                    address=server.address, queue=queue,
@@ -276,7 +298,7 @@ def test_same_run_id_twice_is_one_workflow(workers: Workers, server: DevServer, 
     _, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
     assert second.returncode == 0, second.stderr
-    assert "attached to" in second.stderr
+    assert "run same was already on Temporal" in second.stderr
     # After it ended: still the same workflow, whose result is the answer.
     third = run_cli(*render_args(sketch, workdir / "c.mp4", "same", address=server.address,
                                  queue=queue, frames=48, per_job=8), cwd=workdir)
@@ -299,32 +321,37 @@ def test_a_killed_worker_chunk_is_retried_on_the_other(
     out = workdir / "kill.mp4"
     run = subprocess.Popen(
         [*framefarm_command(), *render_args(sketch, out, "kill", address=server.address,
-                                            queue=queue, frames=60, per_job=15),
+                                            queue=queue, frames=80, per_job=20),
          "--heartbeat-timeout", "3"],
         cwd=workdir, env=clean_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     joblog = open_joblog(config.default_joblog_url(workdir))
     deadline = time.monotonic() + 60
-    victim = None
-    while victim is None:
+    victim, chunk = None, None
+    while victim is None:  # a worker a few frames into its chunk, far from its end
         assert time.monotonic() < deadline and run.poll() is None, "no chunk got under way"
         time.sleep(0.2)
-        running = [j for j in joblog.latest_jobs("kill") if j.kind == "render" and j.status == "RUNNING"]
-        if len(running) < 2 or min(j.frames for j in running) < 3:
-            continue  # wait until both workers are a few frames into a chunk
+        frames = {j.index: j.frames for j in joblog.latest_jobs("kill")
+                  if j.kind == "render" and j.status == "RUNNING"}
+        if not any(3 <= done <= 10 for done in frames.values()):
+            continue
         pending = temporal("workflow", "describe", "-w", "kill",
                            address=server.address).get("pendingActivities", [])
-        busy = [a.get("lastWorkerIdentity") for a in pending
-                if a.get("state") == "PENDING_ACTIVITY_STATE_STARTED"]
-        victim = next((started[i] for i in busy if i in started), None)
+        chunks = chunk_of_activity(history(server.address, "kill"))
+        for activity in pending:
+            worker = started.get(activity.get("lastWorkerIdentity", ""))
+            index = chunks.get(activity["activityId"])
+            if (activity.get("state") == "PENDING_ACTIVITY_STATE_STARTED" and worker
+                    and 3 <= frames.get(index, 0) <= 10):
+                victim, chunk = worker, index
     workers.kill(victim)
     killed_at = time.time()
     _, err = run.communicate(timeout=120)
     assert run.returncode == 0, err
-    check_video(out, sketch, frames=60)
+    check_video(out, sketch, frames=80)
 
     jobs = joblog.jobs("kill")
     retried = sorted({j.job for j in jobs if j.attempt > 1})
-    assert len(retried) == 1, [(j.job, j.attempt, j.status) for j in jobs]
+    assert retried == [f"render:{chunk}"], [(j.job, j.attempt, j.status) for j in jobs]
     attempts = [j for j in jobs if j.job == retried[0]]
     assert [(j.attempt, j.status) for j in attempts] == [(1, "FAILED"), (2, "SUCCEEDED")]
     assert "attempt 1 was lost" in attempts[0].error and attempts[0].frames >= 3
@@ -341,11 +368,10 @@ def test_a_killed_worker_chunk_is_retried_on_the_other(
                    if s["name"] == "render")[2] == 1
 
 
-def test_many_chunks_fan_out_through_child_workflows(workers: Workers, server: DevServer,
-                                                     workdir: Path,
+def test_many_chunks_fan_out_through_child_workflows(two_workers: tuple[str, list[int]],
+                                                     server: DevServer, workdir: Path,
                                                      write_sketch: Callable[..., Path]) -> None:
-    queue = queue_name()
-    workers.start(queue, 2)
+    queue = two_workers[0]
     sketch = write_sketch(SLOW_SKETCH.format(delay=0.01), "slow.py")
     out = workdir / "fan.mp4"
     env = {config.SKETCH: str(sketch), config.STORAGE: config.default_storage_url(workdir),
@@ -374,11 +400,10 @@ def test_many_chunks_fan_out_through_child_workflows(workers: Workers, server: D
     assert leaf == {"render": 3}
 
 
-def test_a_sketch_error_fails_the_run_without_retries(workers: Workers, server: DevServer,
-                                                      workdir: Path,
+def test_a_sketch_error_fails_the_run_without_retries(two_workers: tuple[str, list[int]],
+                                                      server: DevServer, workdir: Path,
                                                       write_sketch: Callable[..., Path]) -> None:
-    queue = queue_name()
-    workers.start(queue, 1)
+    queue = two_workers[0]
     sketch = write_sketch("""
         import numpy as np
 

@@ -68,6 +68,12 @@ class DevServer:
 
     def start(self) -> DevServer:
         """Start the server and wait until it accepts connections."""
+        self.launch()
+        self.wait_ready()
+        return self
+
+    def launch(self) -> None:
+        """Start the server's process (it takes a couple of seconds to answer)."""
         binary = temporal_binary()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.data_dir / (DATABASE + ".lock"), "wb")  # noqa: SIM115
@@ -88,10 +94,9 @@ class DevServer:
                  "--log-level", "error"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)  # Ctrl-C reaches framefarm, which stops it in order
-        self._wait_ready()
-        return self
 
-    def _wait_ready(self) -> None:
+    def wait_ready(self) -> None:
+        """Wait until the launched server accepts connections; a UserError if it does not."""
         deadline = time.monotonic() + START_TIMEOUT
         assert self._process is not None
         while time.monotonic() < deadline:

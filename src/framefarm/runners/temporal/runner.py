@@ -18,7 +18,6 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.runtime import Runtime
-from temporalio.service import RPCError
 
 from framefarm import config
 from framefarm.joblog import open_joblog
@@ -41,7 +40,7 @@ from framefarm.runners.temporal.shared import (
     RunOutput,
     RunProgress,
 )
-from framefarm.runners.temporal.worker import WorkerSettings, running_worker
+from framefarm.runners.temporal.worker import JobPool, WorkerSettings, running_worker
 from framefarm.runners.temporal.workflows import RenderRun
 from framefarm.steps import new_run_id
 from framefarm.steps._keys import output_key
@@ -105,7 +104,16 @@ class TemporalRunner(Runner):
         request_in = RunInput(env=env, attempt_base=attempt_base,
                               heartbeat_seconds=self.heartbeat_seconds,
                               chunks_per_workflow=self.chunks_per_workflow)
-        result = run_with_runtime(lambda runtime: self._run(request_in, run_id, on_progress, runtime))
+        try:
+            result = run_with_runtime(lambda runtime: self._run(request_in, run_id, on_progress,
+                                                                runtime))
+        except KeyboardInterrupt:
+            again = f"the same command with --run-id {run_id}"
+            self.announce(f"run {run_id} stays in this folder's Temporal history: {again} picks "
+                          "it up where it stopped" if self.own_server else
+                          f"run {run_id} goes on in Temporal without this command: {again} "
+                          "follows it again")
+            raise
         if result.succeeded and local_output:
             storage.get_file(output_key(run_id), Path(local_output))
         return result
@@ -113,26 +121,32 @@ class TemporalRunner(Runner):
     async def _run(self, request: RunInput, run_id: str, on_progress: ProgressCallback | None,
                    runtime: Runtime) -> RunResult:
         async with AsyncExitStack() as stack:
-            target = self.target
+            target, pool = self.target, None
             if self.own_server:
-                server = stack.enter_context(DevServer(self.data_dir or config.default_data_dir()))
+                server = DevServer(self.data_dir or config.default_data_dir())
+                stack.callback(server.stop)
+                server.launch()
+                # The job processes' forkserver imports framefarm while the server starts.
+                pool = stack.enter_context(JobPool(self.workers or default_workers()))
+                server.wait_ready()
                 target = TemporalTarget(address=server.address, namespace=target.namespace,
                                         ui=server.ui)
             # The tracing interceptor makes the start a span of the run and carries its context
             # to the workflow in Temporal headers; queries go through a plain client.
             client = await connect(target, runtime=runtime, interceptors=[TracingInterceptor()])
             plain = Client(client.service_client, namespace=target.namespace)
-            if self.own_server:
-                settings = WorkerSettings(task_queue=self.task_queue,
-                                          processes=self.workers or default_workers())
-                await stack.enter_async_context(running_worker(plain, settings))
+            if pool is not None:
+                # (Ctrl-C reaches its jobs too: nothing to wait for when it stops.)
+                settings = WorkerSettings(task_queue=self.task_queue, processes=pool.processes,
+                                          graceful_seconds=0)
+                await stack.enter_async_context(running_worker(plain, settings, pool))
             handle, attached = await self._start(client, request, run_id)
             where = ui_url(target, run_id)
-            self.announce(f"run {run_id} {'attached to' if attached else 'started'} on Temporal "
-                          f"(task queue {self.task_queue!r}): {where}")
-            return await self._follow(plain, handle, run_id, attached=attached, ui=where,
-                                      on_progress=on_progress)
-        raise AssertionError("unreachable")  # pragma: no cover - mypy: the stack may swallow
+            self.announce(f"run {run_id} {'was already' if attached else 'started'} on Temporal "
+                          f"(task queue {self.task_queue!r}), see {where}")
+            result = await self._follow(plain, handle, run_id, attached=attached, ui=where,
+                                        on_progress=on_progress)
+        return result
 
     async def _start(self, client: Client, request: RunInput,
                      run_id: str) -> tuple[WorkflowHandle[Any, RunOutput], bool]:
@@ -190,7 +204,7 @@ async def query_progress(client: Client, workflow_id: str) -> RunProgress | None
     try:
         progress: RunProgress = await client.get_workflow_handle(workflow_id).query(
             PROGRESS_QUERY, result_type=RunProgress, rpc_timeout=QUERY_TIMEOUT)
-    except (RPCError, Exception):  # no worker yet, or the query timed out: try next time
+    except Exception:  # no worker has answered yet, or the query timed out: try next time
         return None
     for child in progress.children:
         share = await query_progress(client, child)

@@ -10,6 +10,7 @@ storage and job log (S3 and DynamoDB, or one machine's files).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import signal
 import socket
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
@@ -33,6 +35,7 @@ from framefarm.runners.temporal._spans import RunSpans, RunSpansInterceptor
 from framefarm.runners.temporal.connect import TemporalTarget, connect, run_with_runtime
 from framefarm.runners.temporal.workflows import RenderChunks, RenderRun
 
+GRACEFUL_SECONDS = 30.0
 _PRELOAD = ["framefarm.job", "framefarm.runners.temporal.activities", "numpy", "av", "PIL.Image"]
 """Imported once by the forkserver, so each pool process starts with them loaded."""
 
@@ -46,54 +49,89 @@ class WorkerSettings:
     """Pool processes, one job each (0: one per CPU)."""
     identity: str = ""
     """How Temporal names this worker (default: pid@host)."""
+    graceful_seconds: float = GRACEFUL_SECONDS
+    """How long a stopping worker waits for its jobs in hand to finish and be reported."""
+
+
+class JobPool:
+    """The processes that run the jobs, and the manager that carries their heartbeats."""
+
+    def __init__(self, processes: int = 0) -> None:
+        self.processes = processes or default_workers()
+        # Each process gets an equal share of the CPUs for x264, as the local runner's workers.
+        cpus = max(1, default_workers() // self.processes)
+        # The worker's threads (Temporal's core runs in them) must not be forked: processes
+        # come from a forkserver that imported framefarm, NumPy and PyAV once. It starts now,
+        # with the manager.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(_PRELOAD)
+        self.manager = context.Manager()
+        self.executor = ProcessPoolExecutor(max_workers=self.processes, mp_context=context,
+                                            initializer=activities.start_process,
+                                            initargs=(cpus, _otel.active()))
+        for _ in range(self.processes):  # start them all now, not with the first jobs
+            self.executor.submit(int)
+
+    def close(self) -> None:
+        """Stop the processes (a job still running is cancelled) and the manager."""
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.manager.shutdown()
+
+    def __enter__(self) -> JobPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @asynccontextmanager
-async def running_worker(client: Client, settings: WorkerSettings) -> AsyncIterator[Worker]:
-    """A worker polling `settings.task_queue` while the block runs; its pool, its heartbeat
-    manager and its span store end with it."""
-    processes = settings.processes or default_workers()
-    # Each pool process gets an equal share of the CPUs for x264, as the local runner's workers.
-    cpus = max(1, default_workers() // processes)
-    # The worker's threads (Temporal's core runs in them) must not be forked: pool processes
-    # come from a forkserver that imported framefarm, NumPy and PyAV once.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(_PRELOAD)
-    manager = context.Manager()
-    pool = ProcessPoolExecutor(max_workers=processes, mp_context=context,
-                               initializer=activities.start_process,
-                               initargs=(cpus, _otel.active()))
-    spans = RunSpans()
-    worker = Worker(
-        client, task_queue=settings.task_queue, workflows=[RenderRun, RenderChunks],
-        activities=[activities.plan, activities.render, activities.encode],
-        activity_executor=pool, max_concurrent_activities=processes,
-        shared_state_manager=SharedStateManager.create_from_multiprocessing(manager),
-        interceptors=[RunSpansInterceptor(spans), TracingInterceptor()],
-        # framefarm's modules are imported once, outside the sandbox: the workflows use only
-        # its plain dataclasses, and its import-time set-up must not run in every workflow.
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules("framefarm")),
-        identity=settings.identity or None)
-    storing = asyncio.create_task(spans.keep_storing())
-    try:
-        async with worker:
-            yield worker
-    finally:
-        storing.cancel()
-        await asyncio.gather(storing, return_exceptions=True)
-        pool.shutdown(wait=True, cancel_futures=True)
-        manager.shutdown()
+async def running_worker(client: Client, settings: WorkerSettings,
+                         pool: JobPool | None = None) -> AsyncIterator[Worker]:
+    """A worker polling `settings.task_queue` while the block runs, its jobs in `pool` (made
+    here when not given); its span store, and a pool made here, end with it."""
+    with contextlib.ExitStack() as stack:
+        if pool is None:
+            pool = stack.enter_context(JobPool(settings.processes))
+        spans = RunSpans()
+        worker = Worker(
+            client, task_queue=settings.task_queue, workflows=[RenderRun, RenderChunks],
+            activities=[activities.plan, activities.render, activities.encode],
+            activity_executor=pool.executor, max_concurrent_activities=pool.processes,
+            shared_state_manager=SharedStateManager.create_from_multiprocessing(pool.manager),
+            interceptors=[RunSpansInterceptor(spans), TracingInterceptor()],
+            # framefarm's modules are imported once, outside the sandbox: the workflows use
+            # only its plain dataclasses, and its import-time set-up must not run per workflow.
+            workflow_runner=SandboxedWorkflowRunner(
+                restrictions=SandboxRestrictions.default.with_passthrough_modules("framefarm")),
+            identity=settings.identity or None,
+            graceful_shutdown_timeout=timedelta(seconds=settings.graceful_seconds))
+        storing = asyncio.create_task(spans.keep_storing())
+        try:
+            async with worker:
+                yield worker
+        finally:
+            storing.cancel()
+            await asyncio.gather(storing, return_exceptions=True)
 
 
 async def serve(target: TemporalTarget, settings: WorkerSettings, runtime: Runtime) -> None:
-    """Run a worker until SIGINT or SIGTERM; jobs in flight are given back to Temporal (to be
-    retried on another worker) when they do not finish in time."""
+    """Run a worker until SIGINT or SIGTERM, then finish the jobs in hand (for up to
+    `settings.graceful_seconds`; a second signal stops at once, and Temporal gives those jobs to
+    another worker when their heartbeats stop)."""
     client = await connect(target, runtime=runtime)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def stopping() -> None:
+        print("framefarm worker: stopping after the jobs in hand (Ctrl-C again stops at once)",
+              file=sys.stderr, flush=True)
+        stop.set()
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+    for signum in signals:
+        loop.add_signal_handler(signum, stopping)
     processes = settings.processes or default_workers()
     async with running_worker(client, settings):
         print(f"framefarm worker: {processes} process(es) on {socket.gethostname()} polling task "
