@@ -87,7 +87,7 @@ def test_a_run_with_no_stored_spans_loads_none() -> None:
 def test_spans_are_exported_in_batches_in_the_ending_thread_and_kept_per_trace() -> None:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from framefarm._otel import EXPORT_BATCH, _Spans
+    from framefarm._otel_sdk import EXPORT_BATCH, _Spans
 
     exporter = InMemorySpanExporter()
     spans = _Spans(exporter)
@@ -111,7 +111,7 @@ def test_spans_are_exported_in_batches_in_the_ending_thread_and_kept_per_trace()
 def test_a_failing_exporter_is_dropped_after_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-    from framefarm._otel import _Spans
+    from framefarm._otel_sdk import _Spans
 
     class Down(SpanExporter):
         calls = 0
@@ -133,7 +133,7 @@ def test_a_failing_exporter_is_dropped_after_one_line(capsys: pytest.CaptureFixt
 def test_a_trace_starts_only_at_a_run_or_a_job() -> None:
     from opentelemetry.sdk.trace.sampling import ParentBased
 
-    from framefarm._otel import _RunsOnly
+    from framefarm._otel_sdk import _RunsOnly
 
     tracer = TracerProvider(sampler=ParentBased(root=_RunsOnly())).get_tracer("test")
     assert not tracer.start_span("S3.GetObject").is_recording()  # outside any run
@@ -141,3 +141,14 @@ def test_a_trace_starts_only_at_a_run_or_a_job() -> None:
     with tracer.start_as_current_span("render", attributes={"framefarm.run_id": "r1"}) as job:
         assert job.is_recording()
         assert tracer.start_span("S3.GetObject").is_recording()  # inside a job: traced
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/"}, "http://collector:4318/v1/traces"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318",
+      "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://b:9/traces"}, "http://b:9/traces"),
+    ({}, None)])
+def test_the_endpoint_comes_from_the_settings_given(env: dict[str, str], expected: str | None) -> None:
+    from framefarm._otel_sdk import _endpoint
+
+    assert _endpoint(env, "/v1/traces") == expected

@@ -258,11 +258,12 @@ class BatchRunner(Runner):
         began = time.monotonic()
         pause = min(1.0, self.poll_seconds)  # quick at first, then every poll_seconds
         while True:
-            run = joblog.get_run(run_id)
-            plan = dict(run.plan) if run else {}
-            chunks = int(plan.get("size") or 0)
-            records = merged_jobs(joblog.jobs(run_id),
-                                  batch_statuses(run, chunks=chunks, client=self.client) if run else {})
+            with tracing.untraced():  # polling is waiting, not work: no spans for it
+                run = joblog.get_run(run_id)
+                plan = dict(run.plan) if run else {}
+                chunks = int(plan.get("size") or 0)
+                records = merged_jobs(joblog.jobs(run_id), batch_statuses(
+                    run, chunks=chunks, client=self.client) if run else {})
             status = run_status(records)
             if on_progress is not None and chunks:
                 renders = [r for r in records if r.kind == "render"]

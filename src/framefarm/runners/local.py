@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing.context import BaseContext
 
-from framefarm import _otel, config
+from framefarm import _otel, config, tracing
 from framefarm.job import JobEnv, run_job
 from framefarm.joblog import JobLog, open_joblog
 from framefarm.model import JobOutcome
@@ -115,8 +115,10 @@ class LocalRunner(Runner):
                                              return_when=FIRST_COMPLETED)
                     failures.extend(f.result() for f in finished if not f.result().succeeded)
                     if on_progress is not None:
-                        on_progress(self._progress(joblog, run_id, total, chunks,
-                                                   time.monotonic() - began))
+                        with tracing.untraced():  # polling is waiting, not work: no spans
+                            progress = self._progress(joblog, run_id, total, chunks,
+                                                      time.monotonic() - began)
+                        on_progress(progress)
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
