@@ -56,7 +56,9 @@ class WorkerSettings:
 class JobPool:
     """The processes that run the jobs, and the manager that carries their heartbeats."""
 
-    def __init__(self, processes: int = 0) -> None:
+    def __init__(self, processes: int = 0, *, shielded: bool = False) -> None:
+        """`shielded`: the processes ignore SIGINT and SIGTERM, so a worker told to stop (by
+        Ctrl-C, or a service manager signalling its whole group) finishes the jobs in hand."""
         self.processes = processes or default_workers()
         # Each process gets an equal share of the CPUs for x264, as the local runner's workers.
         cpus = max(1, default_workers() // self.processes)
@@ -65,12 +67,26 @@ class JobPool:
         # with the manager.
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(_PRELOAD)
-        self.manager = context.Manager()
-        self.executor = ProcessPoolExecutor(max_workers=self.processes, mp_context=context,
-                                            initializer=activities.start_process,
-                                            initargs=(cpus, _otel.active()))
-        for _ in range(self.processes):  # start them all now, not with the first jobs
-            self.executor.submit(int)
+        # Ignored signals stay ignored in the forkserver and so in every process it forks.
+        stops = (signal.SIGINT, signal.SIGTERM)
+        kept = {signum: signal.signal(signum, signal.SIG_IGN) for signum in stops} if shielded else {}
+        try:
+            self.manager = context.Manager()
+            self.executor = ProcessPoolExecutor(max_workers=self.processes, mp_context=context,
+                                                initializer=activities.start_process,
+                                                initargs=(cpus, _otel.active()))
+            for _ in range(self.processes):  # start them all now, not with the first jobs
+                self.executor.submit(int)
+        finally:
+            for signum, handler in kept.items():
+                signal.signal(signum, handler)
+
+    def kill(self) -> None:
+        """Kill the job processes now: their jobs fail at once, not at their heartbeat timeout,
+        and Temporal gives them to other workers."""
+        for child in multiprocessing.active_children():
+            if not child.name.startswith(type(self.manager).__name__):  # heartbeats go on
+                child.kill()
 
     def close(self) -> None:
         """Stop the processes (a job still running is cancelled) and the manager."""
@@ -115,29 +131,31 @@ async def running_worker(client: Client, settings: WorkerSettings,
 
 
 async def serve(target: TemporalTarget, settings: WorkerSettings, runtime: Runtime) -> None:
-    """Run a worker until SIGINT or SIGTERM, then finish the jobs in hand (for up to
-    `settings.graceful_seconds`; a second signal stops at once, and Temporal gives those jobs to
-    another worker when their heartbeats stop)."""
+    """Run a worker until SIGINT or SIGTERM, then finish and report the jobs in hand (for up to
+    `settings.graceful_seconds`). A second signal kills them, and Temporal gives them to other
+    workers at once. The job processes ignore both signals, so a service manager signalling the
+    worker's whole process group stops it gracefully too."""
     client = await connect(target, runtime=runtime)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
 
     def stopping() -> None:
-        print("framefarm worker: stopping after the jobs in hand (Ctrl-C again stops at once)",
-              file=sys.stderr, flush=True)
-        stop.set()
-        for signum in signals:
-            loop.remove_signal_handler(signum)
+        if not stop.is_set():
+            print("framefarm worker: stopping after the jobs in hand (Ctrl-C again stops at once)",
+                  file=sys.stderr, flush=True)
+            stop.set()
+        else:
+            print("framefarm worker: stopping now", file=sys.stderr, flush=True)
+            pool.kill()
 
-    for signum in signals:
-        loop.add_signal_handler(signum, stopping)
-    processes = settings.processes or default_workers()
-    async with running_worker(client, settings):
-        print(f"framefarm worker: {processes} process(es) on {socket.gethostname()} polling task "
-              f"queue {settings.task_queue!r} at {target.address} (namespace {target.namespace}); "
-              "Ctrl-C stops", file=sys.stderr, flush=True)
-        await stop.wait()
+    with JobPool(settings.processes, shielded=True) as pool:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping)
+        async with running_worker(client, settings, pool):
+            print(f"framefarm worker: {pool.processes} process(es) on {socket.gethostname()} "
+                  f"polling task queue {settings.task_queue!r} at {target.address} (namespace "
+                  f"{target.namespace}); Ctrl-C stops", file=sys.stderr, flush=True)
+            await stop.wait()
     print("framefarm worker: stopped", file=sys.stderr)
 
 
