@@ -281,6 +281,21 @@ def test_two_worker_processes_share_the_chunks(two_workers: tuple[str, list[int]
     print(f"history: {len(events)} events for 8 chunks, "
           f"{sum(len(json.dumps(e)) for e in events)} bytes as JSON")
     assert len(events) <= 6 * 10 + 5
+    # Each worker stores its Temporal spans with the run (the last within seconds of the end):
+    # one trace, rooted in the command's run span, no span without its parent.
+    storage = open_storage(config.default_storage_url(workdir))
+    deadline = time.monotonic() + 15
+    while True:
+        spans = load_spans(storage, "two")
+        by_id = {s["span_id"] for s in spans}
+        orphans = [s["name"] for s in spans if s["parent_id"] and s["parent_id"] not in by_id]
+        names = Counter(s["name"] for s in spans)
+        if (not orphans and names["CompleteWorkflow:FramefarmRun"]) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert orphans == [] and {s["trace_id"] for s in spans} == {spans[0]["trace_id"]}
+    assert [s["name"] for s in spans if s["parent_id"] is None] == ["run"]
+    assert names["RunActivity:render"] == names["render"] == 8 and names["frame"] == 64
 
 
 def test_same_run_id_twice_is_one_workflow(two_workers: tuple[str, list[int]], server: DevServer,
