@@ -10,6 +10,7 @@ Temporal is asked through its own `temporal` CLI, so this process never holds a 
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import signal
@@ -452,6 +453,20 @@ def test_settings_and_bad_input(workdir: Path) -> None:
     away = run_cli(*render_args(EXAMPLES / "plasma.py", workdir / "x.mp4", "away",
                                 address="127.0.0.1:1", queue="q"), cwd=workdir)
     assert away.returncode == 2 and "cannot reach the Temporal server at 127.0.0.1:1" in away.stderr
+    from_env = run_cli("worker", cwd=workdir, env={"TEMPORAL_ADDRESS": "127.0.0.1:1"})
+    assert from_env.returncode == 2 and "Temporal server at 127.0.0.1:1" in from_env.stderr
+    # Another run in this folder holds the folder's dev server: a clear line, not a second one.
+    data = workdir / config.DATA_DIR_NAME
+    data.mkdir(exist_ok=True)
+    with open(data / "temporal.sqlite.lock", "wb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        busy = run_cli(*render_args(EXAMPLES / "plasma.py", workdir / "x.mp4", "busy"), cwd=workdir)
+    assert busy.returncode == 2 and "another framefarm run is using" in busy.stderr
+    # Importing the command line, the job entrypoint or the runners loads no Temporal.
+    code = ("import sys, framefarm.cli, framefarm._render_cmd, framefarm.job, framefarm.runners; "
+            "print('temporalio' in sys.modules)")
+    lazy = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert lazy.stdout.strip() == "False"
     # Without temporalio: one line with the install command.
     code = ("import sys; sys.modules['temporalio'] = None\n"
             "from framefarm.errors import UserError\n"
