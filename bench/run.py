@@ -31,9 +31,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,6 +42,11 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
+if str(ROOT) not in sys.path:  # the tests' OTLP receiver (tests/otlp.py) stands in for a collector
+    sys.path.insert(0, str(ROOT))
+
+from tests.otlp import OtlpReceiver  # noqa: E402
+
 CRF, PRESET = 18, "fast"
 
 
@@ -363,77 +367,6 @@ CONTENDERS: dict[str, Callable[[Workload, Path], None]] = {
     "naive": contender_naive, "matplotlib": contender_matplotlib, "pool": contender_pool,
     "limit": contender_limit,
 }
-
-
-class OtlpReceiver:
-    """A real OTLP/HTTP trace receiver on 127.0.0.1, in a thread of this process: it decodes each
-    `POST /v1/traces` (protobuf, gzip or not), keeps the span ids of each trace, and answers 200
-    with an empty ExportTraceServiceResponse, as a collector does. HTTP/1.1, so the exporter's
-    connection stays open between batches, as with a collector. (tests/otlp.py keeps whole spans
-    for the tests; this keeps just enough to check that every span of a run arrived.)"""
-
-    def __init__(self) -> None:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-            ExportTraceServiceResponse,
-        )
-
-        self.span_ids: dict[str, set[str]] = {}
-        self.requests = 0
-        self._lock = threading.Lock()
-        receiver = self
-        reply = ExportTraceServiceResponse().SerializeToString()
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                import gzip
-
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if self.path != "/v1/traces":
-                    self.send_error(404)
-                    return
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                receiver._receive(ExportTraceServiceRequest.FromString(body))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def _receive(self, request: Any) -> None:
-        found: dict[str, list[str]] = {}
-        for resource_spans in request.resource_spans:
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    found.setdefault(span.trace_id.hex(), []).append(span.span_id.hex())
-        with self._lock:
-            self.requests += 1
-            for trace_id, ids in found.items():
-                self.span_ids.setdefault(trace_id, set()).update(ids)
-
-    def received(self, trace_id: str) -> set[str]:
-        with self._lock:
-            return set(self.span_ids.get(trace_id, ()))
-
-    def __enter__(self) -> OtlpReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
 
 
 def framefarm_env(name: str, receiver: OtlpReceiver | None = None) -> dict[str, str]:

@@ -1,7 +1,9 @@
 """A real OTLP/HTTP trace receiver on 127.0.0.1: what a collector would get from framefarm.
 
 It decodes each `POST /v1/traces` body (protobuf, gzip or not) with the OpenTelemetry protocol's
-own classes and keeps every span as a dict.
+own classes, keeps every span as a dict, and answers 200 with an empty ExportTraceServiceResponse
+over HTTP/1.1 (the exporter's connection stays open between batches, as with a collector). The
+benchmark uses it too; it needs no pytest.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class OtlpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.headers.get("Content-Encoding") == "gzip":
@@ -57,6 +61,7 @@ class OtlpReceiver:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -77,6 +82,17 @@ class OtlpReceiver:
         with self._lock:
             self.requests += 1
             self.spans.extend(spans)
+
+    def received(self, trace_id: str) -> set[str]:
+        """The ids of the spans of `trace_id` received so far."""
+        with self._lock:
+            return {s["span_id"] for s in self.spans if s["trace_id"] == trace_id}
+
+    def __enter__(self) -> OtlpReceiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def start(self) -> OtlpReceiver:
         self._thread.start()
