@@ -4,8 +4,8 @@ temporalio.contrib.opentelemetry's interceptor carries the trace context in Temp
 makes spans as a run moves through a worker (RunWorkflow, StartActivity, RunActivity,
 CompleteWorkflow …), all in the run's trace. A worker is a long-lived process serving many runs,
 so those spans are stored under each run (`runs/RUN/trace/temporal-*.jsonl`, beside the jobs'
-own) after each of its activities and every few seconds, and a run is forgotten when it has been
-quiet for a while: nothing piles up in a worker, and `framefarm trace` sees Temporal's part.
+own) after each of its activities and every few seconds, and a run is forgotten a day after it
+was last seen: nothing piles up in a worker, and `framefarm trace` sees Temporal's part.
 
 The worker learns each run's storage and trace from the inputs of its activities and workflows
 (the job contract's FRAMEFARM_STORAGE and TRACEPARENT).
@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import random
 import socket
 import time
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from temporalio import workflow
 from temporalio.worker import (
     ActivityInboundInterceptor,
@@ -39,8 +41,10 @@ from framefarm.storage import Storage, open_storage
 
 STORE_EVERY = 2.0
 """Seconds between stores of the spans a worker made meanwhile."""
-FORGET_AFTER = 600.0
-"""Seconds a run may be quiet on this worker before its spans are no longer looked for."""
+FORGET_AFTER = 24 * 3600.0
+"""Seconds after it was last seen here (a workflow task starting it, an activity) that a run's
+spans are no longer looked for: longer than a run lasts, since a worker that only runs its
+workflow tasks does not see it again."""
 _NOTE_RUN = "framefarm_note_run"
 
 
@@ -106,6 +110,14 @@ class RunSpansInterceptor(Interceptor):
         return _Workflow
 
 
+def _unsampled() -> Context:
+    """A context whose span is not sampled, so the spans started under it are not recorded."""
+    parent = trace.SpanContext(trace_id=random.getrandbits(128) or 1,
+                               span_id=random.getrandbits(64) or 1, is_remote=True,
+                               trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT))
+    return trace.set_span_in_context(trace.NonRecordingSpan(parent))
+
+
 def _env_of(args: Any) -> Mapping[str, str] | None:
     """The job contract in a workflow's or activity's one dataclass argument."""
     first = args[0] if args else None
@@ -120,17 +132,17 @@ class _Activity(ActivityInboundInterceptor):
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         env = _env_of(input.args)
-        context = tracing.context_from_env(env) if env else None
         if env:
             self.spans.note(env)
-        # RunActivity joins the run's trace even when the workflow was started without a trace
-        # header: the job contract's context is the current one.
-        token = otel_context.attach(context) if context is not None else None
+        # RunActivity joins the run's trace, also when the workflow was started without a trace
+        # header. A run started untraced (no TRACEPARENT) leaves no span here: nobody would
+        # ever store it.
+        context = (tracing.context_from_env(env) if env else None) or _unsampled()
+        token = otel_context.attach(context)
         try:
             return await self.next.execute_activity(input)
         finally:
-            if token is not None:
-                otel_context.detach(token)
+            otel_context.detach(token)
             self.spans.wake()
 
 
