@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
+import select
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -44,13 +47,45 @@ _process: dict[str, int] = {"cpus": 0}
 _backends: dict[tuple[str, str], tuple[Storage, JobLog]] = {}
 
 
-def start_process(cpus: int, traced: bool) -> None:
+def start_process(cpus: int, traced: bool, worker_pid: int) -> None:
     """A pool process starts (the pool's initializer): as a local runner's worker, with `cpus`
-    CPUs for each job's encoder."""
+    CPUs for each job's encoder, ending with its worker."""
     from framefarm.runners.local import _start_worker
 
     _process["cpus"] = cpus
+    die_with(worker_pid)
     _start_worker(traced)
+
+
+def die_with(pid: int) -> None:
+    """End this process as soon as process `pid`, its worker, ends.
+
+    The pool's processes and the heartbeat manager come from the forkserver, which outlives a
+    worker that was killed (SIGKILL, the OOM killer) while they run, and they ignore the
+    signals meant for the worker: without this they would linger, a job finishing for nobody.
+    """
+
+    def watch() -> None:
+        try:
+            ended = os.pidfd_open(pid)  # Linux 5.3+: readable when the process ends
+        except (AttributeError, OSError):
+            while _running(pid):
+                time.sleep(1.0)
+        else:
+            select.select([ended], [], [])
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="framefarm-worker-watch").start()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 @activity.defn(name="plan")

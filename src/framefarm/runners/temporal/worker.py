@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import signal
 import socket
 import sys
@@ -20,6 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from multiprocessing.managers import SyncManager
 
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
@@ -71,10 +73,11 @@ class JobPool:
         stops = (signal.SIGINT, signal.SIGTERM)
         kept = {signum: signal.signal(signum, signal.SIG_IGN) for signum in stops} if shielded else {}
         try:
-            self.manager = context.Manager()
+            self.manager = SyncManager(ctx=context)
+            self.manager.start(activities.die_with, (os.getpid(),))
             self.executor = ProcessPoolExecutor(max_workers=self.processes, mp_context=context,
                                                 initializer=activities.start_process,
-                                                initargs=(cpus, _otel.active()))
+                                                initargs=(cpus, _otel.active(), os.getpid()))
             for _ in range(self.processes):  # start them all now, not with the first jobs
                 self.executor.submit(int)
         finally:
