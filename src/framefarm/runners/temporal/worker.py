@@ -92,7 +92,8 @@ class JobPool:
                 child.kill()
 
     def close(self) -> None:
-        """Stop the processes (a job still running is cancelled) and the manager."""
+        """Stop the processes (once their jobs in hand end; queued ones are dropped) and the
+        manager."""
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.manager.shutdown()
 
