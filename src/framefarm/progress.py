@@ -39,9 +39,10 @@ class ProgressDisplay:
         eta = (self.total - done) / rate if rate else None
         fraction = done / self.total if self.total else 1.0
         left = _clock(eta) if eta is not None else "?:??"
-        stats = f"{done}/{self.total} frames  {rate:5.1f} fps  ETA {left}"
         if not self.tty:
-            return f"framefarm: {stats.replace('  ', ', ')} ({fraction:.0%})"
+            return (f"framefarm: {done}/{self.total} frames, {rate:.1f} fps, ETA {left} "
+                    f"({fraction:.0%})")
+        stats = f"{done}/{self.total} frames  {rate:5.1f} fps  ETA {left}"
         filled = int(_BAR_WIDTH * fraction)
         return f"[{'#' * filled}{'-' * (_BAR_WIDTH - filled)}] {stats}"
 

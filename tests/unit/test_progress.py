@@ -45,3 +45,9 @@ def test_line_estimates_time_left() -> None:
     assert "10.0 fps" in display.line(100, 10.0)
     assert "ETA ?:??" in display.line(0, 1.0)
     assert "ETA 1:00:00" in ProgressDisplay(3601, stream=io.StringIO(), tty=False).line(1, 1.0)
+
+
+def test_a_log_line_reads_cleanly_before_any_frame_is_done() -> None:
+    display = ProgressDisplay(240, stream=io.StringIO(), tty=False)
+    assert display.line(0, 0.0) == "framefarm: 0/240 frames, 0.0 fps, ETA ?:?? (0%)"
+    assert display.line(120, 4.0) == "framefarm: 120/240 frames, 30.0 fps, ETA 0:04 (50%)"
