@@ -16,8 +16,8 @@ Spans of a run, all in one trace::
                                                            framefarm.encode_seconds
         flush              a render job's encoder draining its look-ahead (encode time)
         concat, verify     the encode job's two phases
-        storage.OP         a Storage call                 framefarm.storage.key, .bytes
-        joblog.OP          a JobLog call                  framefarm.run_id
+        storage.OP         a Storage call                 framefarm.storage.key (.prefix)
+        joblog.OP          a JobLog call
           S3.PutObject …   botocore's spans (AWS calls)
 
 The context crosses a boundary as the job contract's `TRACEPARENT` (W3C) and `_X_AMZN_TRACE_ID`
