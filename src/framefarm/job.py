@@ -58,6 +58,9 @@ class JobEnv:
     """What to plan: set for plan jobs only."""
     batch: BatchTargets | None = None
     """Where a plan job on AWS Batch submits the render and encode jobs (FRAMEFARM_JOB_QUEUE …)."""
+    runner_id: str = ""
+    """The runner's own id of this job when it is not AWS Batch's (a Temporal activity's
+    workflow/activity id): recorded in the job log. Set by the runner, not by a variable."""
     contract: Mapping[str, str] = field(default_factory=dict)
     """Every job-contract variable that was set, as it was set."""
 
@@ -154,7 +157,7 @@ def _run_step(env: JobEnv, *, run_id: str, storage: Storage, joblog: JobLog,
         env = replace(env, index=_only_chunk(run_id, storage))
     record = joblog.start_job(run_id=run_id, kind=env.job_type, index=env.index,
                               attempt=env.attempt, host=socket.gethostname(),
-                              runner_id=env.batch_job_id,
+                              runner_id=env.runner_id or env.batch_job_id,
                               trace_id=tracing.current_trace_id())
     span.set_attributes({"framefarm.job": record.job, "framefarm.attempt": record.attempt})
     if record.index is not None:

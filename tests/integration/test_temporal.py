@@ -278,6 +278,10 @@ def test_two_worker_processes_share_the_chunks(two_workers: tuple[str, list[int]
     by_worker = render_workers(events)
     assert set(by_worker) == {f"{pid}@{socket.gethostname()}" for pid in pids}, by_worker
     assert sum(by_worker.values()) == 8
+    # The job log names each job's Temporal activity (its runner id).
+    jobs = open_joblog(config.default_joblog_url(workdir)).latest_jobs("two")
+    assert all(j.runner_id.startswith("two/") for j in jobs), [(j.job, j.runner_id) for j in jobs]
+    assert len({j.runner_id for j in jobs}) == len(jobs) == 10
     # The history's size per chunk (README: "Run with Temporal"): 8 renders, plan and encode.
     print(f"history: {len(events)} events for 8 chunks, "
           f"{sum(len(json.dumps(e)) for e in events)} bytes as JSON")

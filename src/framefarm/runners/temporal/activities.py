@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -131,7 +131,8 @@ def _run(kind: JobKind, job: JobInput,
     if _process["cpus"]:
         env[config.JOB_CPUS] = str(_process["cpus"])
     try:
-        contract = JobEnv.from_environ(env)
+        contract = replace(JobEnv.from_environ(env),
+                           runner_id=f"{info.workflow_id}/{info.activity_id}")
         storage, joblog = _open(env)
         if info.attempt > 1:
             _close_lost_attempt(joblog, contract.run_id, job_name(kind, job.index), attempt - 1)
