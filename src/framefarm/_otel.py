@@ -43,7 +43,7 @@ def setup(environ: Mapping[str, str] | None = None) -> bool:
         return False
     from framefarm import _otel_sdk
 
-    _state.update(spans=_otel_sdk.install(env), pid=os.getpid())
+    _state["spans"] = _otel_sdk.install(env)
     return True
 
 

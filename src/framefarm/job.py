@@ -138,13 +138,14 @@ def run_job(env: JobEnv, *, storage: Storage | None = None, joblog: JobLog | Non
     # Only a plan job may come without a run id. On AWS Batch it is the plan job's own id, so a
     # retried attempt (a Spot instance taken back) plans the same run instead of a second one.
     run_id = env.run_id or (f"batch-{env.batch_job_id}" if env.batch_job_id else new_run_id())
-    attributes: dict[str, str | int] = {"framefarm.run_id": run_id, "host.name": socket.gethostname()}
+    host = socket.gethostname()
+    attributes: dict[str, str | int] = {"framefarm.run_id": run_id, "host.name": host}
     if env.batch_job_id:
         attributes["aws.batch.job_id"] = env.batch_job_id
     with tracing.job_span(env.job_type, env=env.contract, attributes=attributes) as span:
         trace_id = tracing.current_trace_id()
         outcome = _run_step(env, run_id=run_id, storage=storage, joblog=joblog, on_frame=on_frame,
-                            span=span)
+                            span=span, host=host, trace_id=trace_id)
     # The encode job is the run's last: it merges every job's spans into trace.jsonl.
     _otel.finish_job(storage, run_id, trace_id=trace_id, merge=env.job_type == "encode",
                      name=f"{outcome.job.replace(':', '-')}.{span.get_span_context().span_id:016x}")
@@ -152,13 +153,13 @@ def run_job(env: JobEnv, *, storage: Storage | None = None, joblog: JobLog | Non
 
 
 def _run_step(env: JobEnv, *, run_id: str, storage: Storage, joblog: JobLog,
-              on_frame: Callable[[int], None] | None, span: Span) -> JobOutcome:
+              on_frame: Callable[[int], None] | None, span: Span, host: str,
+              trace_id: str) -> JobOutcome:
     if env.job_type == "render" and env.index is None:
         env = replace(env, index=_only_chunk(run_id, storage))
     record = joblog.start_job(run_id=run_id, kind=env.job_type, index=env.index,
-                              attempt=env.attempt, host=socket.gethostname(),
-                              runner_id=env.runner_id or env.batch_job_id,
-                              trace_id=tracing.current_trace_id())
+                              attempt=env.attempt, host=host,
+                              runner_id=env.runner_id or env.batch_job_id, trace_id=trace_id)
     span.set_attributes({"framefarm.job": record.job, "framefarm.attempt": record.attempt})
     if record.index is not None:
         span.set_attribute("framefarm.chunk", record.index)

@@ -114,3 +114,17 @@ def test_error_code() -> None:
     error = ClientError({"Error": {"Code": "NoSuchKey", "Message": "gone"}}, "GetObject")
     assert _aws.error_code(error) == "NoSuchKey"
     assert _aws.error_code(ValueError("x")) == ""
+
+
+def test_a_download_out_of_retries_reports_its_last_error() -> None:
+    """s3transfer keeps the last error of a download that ran out of retries: a missing key is
+    still a missing key, not an internal fault."""
+    from botocore.exceptions import ClientError
+    from s3transfer.exceptions import RetriesExceededError
+
+    from framefarm.errors import StorageKeyError
+    from framefarm.storage.s3 import S3Storage
+
+    missing = ClientError({"Error": {"Code": "NoSuchKey", "Message": "gone"}}, "GetObject")
+    with pytest.raises(StorageKeyError, match=r"runs/r/plan\.json"):
+        S3Storage("bucket", "prefix")._fail("runs/r/plan.json", RetriesExceededError(missing))

@@ -39,8 +39,6 @@ def _start_worker(traced: bool) -> None:
     worker inherited it; one from the forkserver sets it up from the same environment)."""
     _keep_freed_memory()
     if traced:
-        from framefarm import _otel
-
         _otel.setup()
 
 

@@ -2,8 +2,8 @@
 
 A PUT replaces an object whole (a reader sees the old object or the new one), so every write is
 atomic; files go up and down through boto3's managed (multipart, parallel) transfer, whose
-threads carry the caller's trace context. Downloads
-land in a temporary file next to the destination and are renamed over it.
+threads carry the caller's trace context. Downloads land in a temporary file next to the
+destination and are renamed over it.
 
 A failed HEAD or GET is ambiguous: a HEAD's 404 has no body to say whether the key or the bucket
 is missing, and S3 answers 403 for a missing key to a caller without `s3:ListBucket` on it (the
@@ -21,8 +21,8 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any, NoReturn
 
-from boto3.exceptions import RetriesExceededError, S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
+from s3transfer.exceptions import RetriesExceededError
 from s3transfer.manager import TransferManager
 
 from framefarm import _aws, config
@@ -86,10 +86,7 @@ class S3Storage(Storage):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _fail(self, key: str, exc: Exception) -> NoReturn:
-        # The managed transfers wrap the ClientError: upload_file raises S3UploadFailedError
-        # inside its `except`, download_fileobj's retries keep the last error.
-        if isinstance(exc, S3UploadFailedError) and isinstance(exc.__context__, Exception):
-            exc = exc.__context__
+        # A managed download that ran out of retries keeps the last error.
         if isinstance(exc, RetriesExceededError) and isinstance(exc.last_exception, Exception):
             exc = exc.last_exception
         code = _aws.error_code(exc)
