@@ -61,6 +61,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def seconds(text: str) -> float:
+    """argparse type: a number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 (no limit) or more seconds")
+    return value
+
+
 def _add_temporal_flags(group: argparse._ActionsContainer) -> None:
     group.add_argument("--temporal-address", dest="temporal_address", metavar="HOST:PORT",
                        help=f"HOST:PORT of the Temporal server (or {config.TEMPORAL_ADDRESS}; "
@@ -99,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--joblog", help="the job log (default: sqlite:/// under ./framefarm-data)")
     add("--crf", type=int, help=f"x264 quality, 0 (lossless) to 51 (default {config.DEFAULT_CRF})")
     add("--preset", help=f"x264 preset, ultrafast to veryslow (default {config.DEFAULT_PRESET})")
+    add("--frame-timeout", type=seconds, dest="frame_timeout", metavar="SECONDS",
+        help=f"seconds one frame may take before its job fails and is retried, 0 for no limit "
+             f"(or {config.FRAME_TIMEOUT}; default {config.DEFAULT_FRAME_TIMEOUT:g})")
     render.add_argument("--keep-frames", action="store_true", dest="keep_frames",
                         help="also store every frame as PNG under runs/RUN/frames/")
     render.add_argument("--runner", default="local", help="who runs the jobs: local (the default), "
@@ -138,6 +152,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("job", help="run one step from the job contract's environment variables "
                                "(the container entrypoint)")
 
+    resume = sub.add_parser("resume", help="finish an interrupted, failed or cancelled run: render "
+                                           "only the chunks without a verified segment, then encode")
+    resume.add_argument("run_id", metavar="RUN")
+    resume.add_argument("--storage", help="the run's storage (default: file:// under ./framefarm-data)")
+    resume.add_argument("--joblog", help="the job log (default: sqlite:/// under ./framefarm-data)")
+    resume.add_argument("--workers", type=positive_int,
+                        help="worker processes, local runs (default: CPU count)")
+    resume.add_argument("--frame-timeout", type=seconds, dest="frame_timeout", metavar="SECONDS",
+                        help="seconds one frame may take, 0 for no limit (default: as the run had)")
+
+    cancel = sub.add_parser("cancel", help="stop a run from any shell: its driver and its jobs, "
+                                           "on any runner; `resume` finishes it later")
+    cancel.add_argument("run_id", metavar="RUN")
+    cancel.add_argument("--storage", help="the run's storage (default: file:// under ./framefarm-data)")
+    cancel.add_argument("--joblog", help="the job log (default: sqlite:/// under ./framefarm-data)")
+
     status = sub.add_parser("status", help="show one run's jobs from the job log")
     status.add_argument("run_id", metavar="RUN")
     status.add_argument("--json", action="store_true", help="print JSON")
@@ -170,6 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return render_command(args)
         if args.command == "worker":
             return _worker(args)
+        if args.command in ("resume", "cancel"):
+            from framefarm import _lifecycle_cmd
+
+            return _lifecycle_cmd.main(args)
         if args.command == "status":
             return _status(args)
         if args.command == "trace":

@@ -3,10 +3,13 @@
 ::
 
     FramefarmError            internal faults: keep their traceback, exit 1
+    ├── TransientError        an I/O fault a retry may fix (disk full, throttling): one line, exit 1
     └── UserError             something the user can fix: one clear line, exit 2
         ├── SketchError       the sketch raised or returned a bad frame (names the frame)
         ├── MissingExtraError an optional dependency is not installed (gives the pip line)
-        └── StorageKeyError   a key that should be in storage is not there
+        ├── StorageKeyError   a key that should be in storage is not there
+        ├── LeaseHeld         another process drives the run (names it)
+        └── SegmentRejected   a segment does not match its render record (names the chunk)
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ class FramefarmError(Exception):
     """Base of every error framefarm raises on purpose."""
 
     exit_code = INTERNAL_ERROR_EXIT_CODE
+
+
+class TransientError(FramefarmError):
+    """A fault that a retry may fix (storage or job log I/O): the message is one line."""
 
 
 class UserError(FramefarmError):
@@ -67,3 +74,22 @@ class StorageKeyError(UserError, KeyError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (StorageKeyError, (self.url,))
+
+
+class LeaseHeld(UserError):
+    """A second driver of a run that is already being driven."""
+
+
+class SegmentRejected(UserError):
+    """A segment that does not match what its render job recorded (corrupt, swapped, stale)."""
+
+    def __init__(self, message: str, *, index: int) -> None:
+        super().__init__(message)
+        self.index = index
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_segment_rejected, (str(self), self.index))
+
+
+def _rebuild_segment_rejected(message: str, index: int) -> SegmentRejected:
+    return SegmentRejected(message, index=index)

@@ -7,9 +7,11 @@ runner in its worker processes with the same variables, so a step never knows wh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -19,9 +21,11 @@ from typing import Any
 from opentelemetry.trace import Span
 
 from framefarm import _otel, config, tracing
-from framefarm.errors import FramefarmError, SketchError, UserError
-from framefarm.joblog import JobLog, open_joblog
-from framefarm.model import JobKind, JobOutcome, JobRecord, RunRecord
+from framefarm.errors import FramefarmError, SketchError, TransientError, UserError
+from framefarm.integrity import describe_chunk
+from framefarm.joblog import JobLog, StatusConflict, now_iso, open_joblog
+from framefarm.lifecycle import HEARTBEAT_SECONDS, expected_segments
+from framefarm.model import Chunk, JobKind, JobOutcome, JobRecord, RunRecord
 from framefarm.runners.batch import BatchTargets, record_submission, submit_downstream
 from framefarm.steps import (
     EncodeRequest,
@@ -38,6 +42,8 @@ from framefarm.storage import Storage, open_storage
 
 PROGRESS_INTERVAL = 0.5
 """Seconds between a render job's frame-count updates in the job log."""
+FRAME_TIMEOUT_EXIT = 1
+"""A render job whose frame ran out of time exits with this (a retry may fix it)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +67,8 @@ class JobEnv:
     runner_id: str = ""
     """The runner's own id of this job when it is not AWS Batch's (a Temporal activity's
     workflow/activity id): recorded in the job log. Set by the runner, not by a variable."""
+    frame_timeout: float = config.DEFAULT_FRAME_TIMEOUT
+    """Seconds one frame may take (FRAMEFARM_FRAME_TIMEOUT; 0: no limit)."""
     contract: Mapping[str, str] = field(default_factory=dict)
     """Every job-contract variable that was set, as it was set."""
 
@@ -96,6 +104,13 @@ class JobEnv:
             shown = repr(job_type) if job_type else "not set"
             raise UserError(f"{config.JOB_TYPE} is {shown}: set it to plan, render or encode")
         index = number(config.ARRAY_INDEX)
+        if index is not None and index < 0:
+            raise UserError(f"{config.ARRAY_INDEX}={index} is below 0: chunks count from 0")
+        listed = get(config.CHUNKS)
+        if job_type == "render" and listed:
+            index = _listed_chunk(listed, index)
+        frame_timeout = seconds(config.FRAME_TIMEOUT) if get(config.FRAME_TIMEOUT) \
+            else config.DEFAULT_FRAME_TIMEOUT
         run_id = get(config.RUN_ID)
         if job_type in ("render", "encode") and not run_id:
             raise UserError(f"{config.RUN_ID} is not set: {job_type} jobs need the run id of the plan")
@@ -121,9 +136,24 @@ class JobEnv:
             joblog=get(config.JOBLOG) or config.default_joblog_url(),
             run_id=run_id, index=index, output=get(config.OUTPUT),
             batch_job_id=get(config.BATCH_JOB_ID), attempt=number(config.BATCH_JOB_ATTEMPT),
-            cpus=number(config.JOB_CPUS) or 0, plan=plan,
+            cpus=number(config.JOB_CPUS) or 0, plan=plan, frame_timeout=frame_timeout,
             batch=BatchTargets.from_environ(env) if job_type == "plan" else None,
             contract={k: env[k] for k in config.CONTRACT if env.get(k)})
+
+
+def _listed_chunk(listed: str, position: int | None) -> int:
+    """The chunk a render job of a resumed run renders: the `position`-th of FRAMEFARM_CHUNKS."""
+    try:
+        chunks = [int(part) for part in listed.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"{config.CHUNKS}={listed!r} is not a list of chunk indexes: use e.g. "
+                        "3,7,12") from None
+    if position is None and len(chunks) == 1:
+        return chunks[0]
+    if position is None or not 0 <= position < len(chunks):
+        raise UserError(f"{config.ARRAY_INDEX}={position} does not name one of the "
+                        f"{len(chunks)} chunks in {config.CHUNKS}")
+    return chunks[position]
 
 
 def run_job(env: JobEnv, *, storage: Storage | None = None, joblog: JobLog | None = None,
@@ -166,12 +196,16 @@ def _run_step(env: JobEnv, *, run_id: str, storage: Storage, joblog: JobLog,
 
     def plan() -> _Done:
         assert env.plan is not None
-        made = run_plan(replace(env.plan, run_id=run_id), storage=storage)
         before = joblog.get_run(run_id)
-        ids = dict(before.runner_ids) if before else {}
-        joblog.put_run(RunRecord(run_id=run_id, created_at=record.started_at,
-                                 plan=made.to_dict(chunks=False), output=made.output,
-                                 runner_ids=ids))
+        if before is None:  # listed by `framefarm runs` even when planning fails
+            before = RunRecord(run_id=run_id, created_at=record.started_at,
+                               output=env.plan.output)
+            joblog.put_run(before)
+        made = run_plan(replace(env.plan, run_id=run_id), storage=storage)
+        before = joblog.get_run(run_id) or before
+        ids = dict(before.runner_ids)
+        joblog.put_run(replace(before, created_at=before.created_at or record.started_at,
+                               plan=made.to_dict(chunks=False), output=made.output))
         if env.batch is not None and not ("render" in ids and "encode" in ids):
             # (an earlier attempt of this plan job that submitted them is not repeated). They
             # join the plan's trace: as its siblings under the upstream span, else its children.
@@ -188,29 +222,41 @@ def _run_step(env: JobEnv, *, run_id: str, storage: Storage, joblog: JobLog,
 
     def render() -> _Done:
         assert env.index is not None
+
+        def chunk_known(chunk: Chunk) -> None:
+            watch.chunk = chunk
+            span.set_attribute("framefarm.frame_start", chunk.start)
+
         rendered = run_render(RenderRequest(run_id=run_id, index=env.index, cpus=env.cpus),
-                              storage=storage,
-                              on_frame=_FrameProgress(joblog, record, on_frame))
-        return _Done(asdict(rendered), [rendered.segment], rendered.frames)
+                              storage=storage, on_frame=watch.frame_done, on_chunk=chunk_known)
+        return _Done(asdict(rendered), [rendered.segment], rendered.frames,
+                     {"sha256": rendered.sha256, "bytes": rendered.bytes,
+                      "plan_hash": rendered.plan_hash})
 
     def encode() -> _Done:
-        encoded = run_encode(EncodeRequest(run_id=run_id, output=env.output), storage=storage)
+        expected = expected_segments(joblog.jobs(run_id))
+        encoded = run_encode(EncodeRequest(run_id=run_id, output=env.output, expected=expected),
+                             storage=storage)
         run = joblog.get_run(run_id)
         if run is not None:
             joblog.put_run(replace(run, output=encoded.output))
         return _Done(asdict(encoded), [encoded.key, encoded.output], encoded.frames)
 
     step = {"plan": plan, "render": render, "encode": encode}[env.job_type]
+    watch = JobWatch(joblog, record, frame_timeout=env.frame_timeout if env.job_type == "render"
+                     else 0.0, forward=on_frame)
     try:
-        done = step()
+        with watch:
+            done = step()
     except BaseException as exc:
         tracing.fail(span, exc, describe_error(exc)[0].splitlines()[-1])
-        outcome = _failed(joblog, record, exc)
+        outcome = _failed(joblog, record, exc, chunk=watch.chunk)
         if not isinstance(exc, Exception):
-            raise  # KeyboardInterrupt, SystemExit: recorded as FAILED, then let through
+            raise  # KeyboardInterrupt, SystemExit: recorded, then let through
         return outcome
     current = joblog.get_job(run_id, record.job, record.attempt) or record
-    joblog.update_job(current, status="SUCCEEDED", frames=done.frames, outputs=done.outputs)
+    joblog.update_job(current, status="SUCCEEDED", frames=done.frames, outputs=done.outputs,
+                      **done.record)
     return JobOutcome(job=record.job, run_id=run_id, succeeded=True, index=record.index,
                       result=done.result)
 
@@ -232,12 +278,18 @@ class _Done:
     result: Mapping[str, Any]
     outputs: list[str]
     frames: int
+    record: Mapping[str, Any] = field(default_factory=dict)
+    """More fields for the job's record (a segment's hash and size)."""
 
 
 def describe_error(exc: BaseException) -> tuple[str, int]:
     """The text the user sees for a failed job, and the exit code."""
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted", 130
+    if isinstance(exc, SystemExit):
+        return f"the job's code called sys.exit({exc.code!r})", 1
+    if isinstance(exc, TransientError):
+        return str(exc), exc.exit_code
     if isinstance(exc, SketchError):
         return exc.full_text(), exc.exit_code
     if isinstance(exc, UserError):
@@ -246,31 +298,90 @@ def describe_error(exc: BaseException) -> tuple[str, int]:
     return "".join(traceback.format_exception(exc)).rstrip(), exit_code
 
 
-def _failed(joblog: JobLog, record: JobRecord, exc: BaseException) -> JobOutcome:
+def _failed(joblog: JobLog, record: JobRecord, exc: BaseException,
+            chunk: Chunk | None = None) -> JobOutcome:
     text, exit_code = describe_error(exc)
-    current = joblog.get_job(record.run_id, record.job, record.attempt) or record
-    joblog.update_job(current, status="FAILED", error=text)
+    if chunk is not None and not text.startswith("chunk "):
+        text = f"{describe_chunk(chunk)}: {text}"
+    status = "CANCELLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+    with contextlib.suppress(StatusConflict):  # the runner recorded it first (a frame timeout)
+        current = joblog.get_job(record.run_id, record.job, record.attempt) or record
+        joblog.update_job(current, status=status, error=text)
     return JobOutcome(job=record.job, run_id=record.run_id, succeeded=False, index=record.index,
                       exit_code=exit_code, error=text)
 
 
-class _FrameProgress:
-    """Counts frames; writes the count to the job log at most every PROGRESS_INTERVAL seconds."""
+class JobWatch:
+    """A thread beside a running job: it writes the frames done (at most every
+    PROGRESS_INTERVAL seconds) and a heartbeat (every HEARTBEAT_SECONDS) to the job log, and
+    ends the job when one frame takes longer than `frame_timeout`.
 
-    def __init__(self, joblog: JobLog, record: JobRecord,
-                 forward: Callable[[int], None] | None) -> None:
+    The render loop only counts frames: a job-log write that waits for a busy database, or
+    fails, never holds up or fails the job. A frame out of time is recorded FAILED, naming it,
+    and the process exits (code FRAME_TIMEOUT_EXIT), since a frame stuck in native code cannot
+    be interrupted: the runner retries the chunk in a fresh process, as after a crash.
+    """
+
+    def __init__(self, joblog: JobLog, record: JobRecord, *, frame_timeout: float = 0.0,
+                 forward: Callable[[int], None] | None = None) -> None:
         self._joblog = joblog
         self._record = record
+        self._timeout = frame_timeout
         self._forward = forward
-        self._last = time.monotonic()
+        self.chunk: Chunk | None = None
+        self.done = 0
+        self._frame_began = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    def __call__(self, done: int) -> None:
-        now = time.monotonic()
-        if now - self._last >= PROGRESS_INTERVAL:
-            self._last = now
-            self._record = self._joblog.update_job(self._record, frames=done)
+    def frame_done(self, done: int) -> None:
+        """The render loop finished its `done`-th frame."""
+        self.done = done
+        self._frame_began = time.monotonic()
         if self._forward is not None:
             self._forward(done)
+
+    def __enter__(self) -> JobWatch:
+        self._frame_began = time.monotonic()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="framefarm-job-watch")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        written, last_write = 0, time.monotonic()
+        tick = min(PROGRESS_INTERVAL, self._timeout / 4) if self._timeout else PROGRESS_INTERVAL
+        try:
+            while not self._stop.wait(tick):
+                now = time.monotonic()
+                if self._timeout and now - self._frame_began > self._timeout:
+                    self._expire()
+                due = now - last_write >= HEARTBEAT_SECONDS
+                if due or (self.done != written and now - last_write >= PROGRESS_INTERVAL):
+                    written, last_write = self.done, now
+                    self._write(frames=written, heartbeat_at=now_iso())
+        finally:
+            self._joblog.release_thread()
+
+    def _write(self, **changes: Any) -> None:
+        with contextlib.suppress(Exception):  # best effort: the job goes on without it
+            self._record = self._joblog.update_job(self._record, **changes)
+
+    def _expire(self) -> None:
+        chunk = self.chunk
+        frame = (chunk.start + self.done) if chunk is not None else None
+        where = f"{describe_chunk(chunk)}: " if chunk is not None else ""
+        what = f"frame {frame}" if frame is not None else "the sketch's setup"
+        text = (f"{where}{what} took longer than the frame timeout of {self._timeout:g} s "
+                f"(--frame-timeout, {config.FRAME_TIMEOUT}); the job was stopped")
+        self._write(status="FAILED", error=text, frames=self.done)
+        print(f"framefarm job: {self._record.job} of run {self._record.run_id} FAILED\n{text}",
+              file=sys.stderr, flush=True)
+        os._exit(FRAME_TIMEOUT_EXIT)
 
 
 def main(environ: Mapping[str, str] | None = None) -> int:

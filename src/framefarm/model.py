@@ -12,14 +12,17 @@ from typing import Any, Literal
 JobKind = Literal["plan", "render", "encode"]
 JOB_KINDS: tuple[JobKind, ...] = ("plan", "render", "encode")
 
-# AWS Batch's status names, in the order a job moves through them. A status never goes backwards.
-STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
-TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED"})
+# AWS Batch's status names, in the order a job moves through them, and CANCELLED (a job stopped
+# on purpose: Ctrl-C, `framefarm cancel`). A status never goes backwards.
+STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED",
+            "CANCELLED")
+TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+
 _RANK = {status: rank for rank, status in enumerate(STATUSES)}
 
 
 def status_rank(status: str) -> int:
-    """Position of `status` in a job's life; SUCCEEDED and FAILED share the last rank."""
+    """Position of `status` in a job's life; the final statuses share the last rank."""
     return min(_RANK[status], _RANK["SUCCEEDED"])
 
 
@@ -162,6 +165,12 @@ class JobRecord:
     error: str = ""
     trace_id: str = ""
     runner_id: str = ""
+    heartbeat_at: str = ""
+    """When the running attempt last said it is alive (every few seconds, best effort)."""
+    sha256: str = ""
+    """A render attempt's segment: its SHA-256, byte size and the hash of the plan it rendered."""
+    bytes: int = 0
+    plan_hash: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict."""
@@ -192,19 +201,45 @@ class RunRecord:
     output: str = ""
     runner_ids: Mapping[str, str] = field(default_factory=dict)
     """The runner's own ids for the run's jobs, e.g. AWS Batch's render array and encode job."""
+    runner: str = ""
+    """Who drives the run: local, batch or temporal (resume and cancel ask it)."""
+    settings: Mapping[str, str] = field(default_factory=dict)
+    """The runner's settings that resume and cancel need (a queue, a server address)."""
+    cancelled_at: str = ""
+    """When the run was cancelled; its status is CANCELLED from then on."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict."""
         return {"run_id": self.run_id, "created_at": self.created_at,
                 "plan": dict(self.plan), "output": self.output,
-                "runner_ids": dict(self.runner_ids)}
+                "runner_ids": dict(self.runner_ids), "runner": self.runner,
+                "settings": dict(self.settings), "cancelled_at": self.cancelled_at}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunRecord:
         """Read a run back from `to_dict`'s output."""
         return cls(run_id=data["run_id"], created_at=data.get("created_at", ""),
                    plan=data.get("plan") or {}, output=data.get("output", ""),
-                   runner_ids=data.get("runner_ids") or {})
+                   runner_ids=data.get("runner_ids") or {}, runner=data.get("runner", ""),
+                   settings=data.get("settings") or {},
+                   cancelled_at=data.get("cancelled_at", ""))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lease:
+    """Who drives a run now: one holder at a time, renewed by its heartbeat until `expires_at`."""
+
+    run_id: str
+    token: str
+    host: str
+    pid: int
+    since: str
+    expires_at: float
+    """Epoch seconds after which the lease is stale and may be taken over."""
+
+    def describe(self) -> str:
+        """The holder, for messages: `pid 123 on host h since 2026-…`."""
+        return f"pid {self.pid} on {self.host} since {self.since}"
 
 
 @dataclass(frozen=True, kw_only=True)

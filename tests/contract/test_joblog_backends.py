@@ -437,9 +437,22 @@ def test_sqlite_schema_1_is_migrated(tmp_path: Path) -> None:
     old.executescript("CREATE TABLE runs (run_id TEXT PRIMARY KEY, created_at TEXT NOT NULL "
                       "DEFAULT '', plan TEXT NOT NULL DEFAULT '{}', output TEXT NOT NULL "
                       "DEFAULT ''); INSERT INTO runs VALUES ('r', 't', '{}', 'o.mp4'); "
+                      "CREATE TABLE jobs (run_id TEXT NOT NULL, job TEXT NOT NULL, attempt "
+                      "INTEGER NOT NULL, kind TEXT NOT NULL, idx INTEGER, status TEXT NOT NULL, "
+                      "submitted_at TEXT NOT NULL DEFAULT '', started_at TEXT NOT NULL DEFAULT '', "
+                      "stopped_at TEXT NOT NULL DEFAULT '', host TEXT NOT NULL DEFAULT '', "
+                      "frames INTEGER NOT NULL DEFAULT 0, outputs TEXT NOT NULL DEFAULT '[]', "
+                      "error TEXT NOT NULL DEFAULT '', trace_id TEXT NOT NULL DEFAULT '', "
+                      "runner_id TEXT NOT NULL DEFAULT '', PRIMARY KEY (run_id, job, attempt)) "
+                      "WITHOUT ROWID; INSERT INTO jobs (run_id, job, attempt, kind, idx, status, "
+                      "frames) VALUES ('r', 'render:0', 1, 'render', 0, 'SUCCEEDED', 5); "
                       "PRAGMA user_version = 1;")
     old.close()
     log = SqliteJobLog(path)
     assert log.get_run("r") == RunRecord(run_id="r", created_at="t", output="o.mp4")
+    # Its job records gain the columns added since (a segment's hash and size), empty.
+    (job,) = log.jobs("r")
+    assert (job.status, job.frames, job.sha256, job.bytes, job.heartbeat_at) == (
+        "SUCCEEDED", 5, "", 0, "")
     log.put_run(RunRecord(run_id="r", runner_ids={"render": "x"}))
     assert log.get_run("r") == RunRecord(run_id="r", runner_ids={"render": "x"})

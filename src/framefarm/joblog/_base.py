@@ -3,17 +3,23 @@ never goes backwards; a backend implements only the `_primitives`, each one atom
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from framefarm.errors import FramefarmError, UserError
+from framefarm.errors import FramefarmError, LeaseHeld, UserError
 from framefarm.model import (
     STATUSES,
     TERMINAL_STATUSES,
     JobKind,
     JobRecord,
+    Lease,
     RunRecord,
     can_move,
     job_name,
@@ -30,6 +36,24 @@ IDENTITY = frozenset({"run_id", "job", "attempt", "kind", "index"})
 """The fields that name a job attempt: an update never changes them."""
 
 _NOT_STARTED = frozenset({"SUBMITTED", "PENDING", "RUNNABLE"})
+
+LEASE_SECONDS = 30.0
+"""How long a run's lease lasts unless renewed; its holder renews it every few seconds."""
+
+
+def process_alive(pid: int) -> bool:
+    """True when process `pid` exists on this machine (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 class StatusConflict(FramefarmError):
@@ -57,6 +81,56 @@ class JobLog(ABC):
     def runs(self) -> list[RunRecord]:
         """Every run, newest first."""
         return sorted(self._list_runs(), key=lambda r: (r.created_at, r.run_id), reverse=True)
+
+    def mark_cancelled(self, run_id: str) -> RunRecord | None:
+        """Record that the run was cancelled (once; the first time stays); the run, or None."""
+        run = self._get_run(run_id)
+        if run is None:
+            return None
+        if not run.cancelled_at:
+            run = replace(run, cancelled_at=now_iso())
+            self._put_run(run)
+        return run
+
+    # -- the run's lease: one driver at a time ------------------------------------------------
+
+    @traced("joblog.acquire_lease")
+    def acquire_lease(self, run_id: str, *, seconds: float = LEASE_SECONDS) -> Lease:
+        """Take the run's lease for this process; LeaseHeld naming the holder when another
+        live process has it. A stale lease (expired, or its holder's process is gone from this
+        machine) is taken over."""
+        mine = Lease(run_id=run_id, token=secrets.token_hex(8), host=socket.gethostname(),
+                     pid=os.getpid(), since=now_iso(), expires_at=time.time() + seconds)
+        for _ in range(5):
+            current = self._get_lease(run_id)
+            if current is not None and not self._stale(current):
+                raise LeaseHeld(f"run {run_id} is being rendered by {current.describe()}: wait "
+                                f"for it, or stop it with `framefarm cancel {run_id}`")
+            if self._swap_lease(run_id, mine, expect=current.token if current else None):
+                return mine
+        raise LeaseHeld(f"run {run_id}: another process keeps taking its lease; try again")
+
+    @traced("joblog.renew_lease")
+    def renew_lease(self, lease: Lease, *, seconds: float = LEASE_SECONDS) -> Lease | None:
+        """Extend the lease; None when it is no longer ours (it went stale and was taken)."""
+        renewed = replace(lease, expires_at=time.time() + seconds)
+        return renewed if self._swap_lease(lease.run_id, renewed, expect=lease.token) else None
+
+    @traced("joblog.release_lease")
+    def release_lease(self, lease: Lease) -> None:
+        """Give the lease up (only if it is still ours)."""
+        self._drop_lease(lease.run_id, lease.token)
+
+    def lease(self, run_id: str) -> Lease | None:
+        """The run's live lease, or None (a stale one counts as none)."""
+        current = self._get_lease(run_id)
+        return None if current is None or self._stale(current) else current
+
+    @staticmethod
+    def _stale(lease: Lease) -> bool:
+        if lease.expires_at < time.time():
+            return True
+        return lease.host == socket.gethostname() and not process_alive(lease.pid)
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -162,6 +236,9 @@ class JobLog(ABC):
     def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
         """Release connections; the job log is not used afterwards."""
 
+    def release_thread(self) -> None:  # noqa: B027 - most backends hold nothing per thread
+        """Release what the calling thread opened (a thread that ends calls it)."""
+
     # -- primitives a backend implements; each is atomic ------------------------------------
 
     @abstractmethod
@@ -187,3 +264,15 @@ class JobLog(ABC):
 
     @abstractmethod
     def _jobs(self, run_id: str) -> list[JobRecord]: ...
+
+    @abstractmethod
+    def _get_lease(self, run_id: str) -> Lease | None: ...
+
+    @abstractmethod
+    def _swap_lease(self, run_id: str, lease: Lease, *, expect: str | None) -> bool:
+        """Store `lease` only if the stored lease's token is `expect` (None: there is none);
+        the check and the write are one atomic step. True when stored."""
+
+    @abstractmethod
+    def _drop_lease(self, run_id: str, token: str) -> None:
+        """Delete the run's lease if its token is `token`."""

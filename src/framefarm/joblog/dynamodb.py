@@ -5,6 +5,7 @@ Item design (the table is deploy/cloudformation.yaml's JobLogTable):
     pk            sk                    what
     RUN#{run_id}  RUN                   the run: plan, output, runner ids (as JSON in `record`)
     RUN#{run_id}  JOB#{job}#{attempt}   one job attempt; every JobRecord field as an attribute
+    RUN#{run_id}  LEASE                 who drives the run: token, host, pid, since, expires_at
 
 One Query on a run's partition reads the run and every attempt of its jobs (job is `plan`,
 `render:{i}` or `encode`; the attempt has five digits, so attempts sort in order). Run items
@@ -39,7 +40,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from framefarm import _aws, config
 from framefarm.errors import UserError
 from framefarm.joblog._base import JobLog
-from framefarm.model import JobRecord, RunRecord
+from framefarm.model import JobRecord, Lease, RunRecord
 
 RUNS_INDEX = "runs"
 ERROR_LIMIT = 100_000
@@ -205,6 +206,47 @@ class DynamoDBJobLog(JobLog):
                                                        ":job": {"S": "JOB#"}},
                             ConsistentRead=True)
         return [_job(item) for item in items]
+
+    # -- the run's lease ------------------------------------------------------------------------
+
+    def _lease_key(self, run_id: str) -> dict[str, Any]:
+        return {"pk": {"S": _pk(run_id)}, "sk": {"S": "LEASE"}}
+
+    def _get_lease(self, run_id: str) -> Lease | None:
+        found = self._call("get_item", Key=self._lease_key(run_id), ConsistentRead=True).get("Item")
+        if not found:
+            return None
+        return Lease(run_id=run_id, token=found["token"]["S"], host=found["host"]["S"],
+                     pid=int(found["pid"]["N"]), since=found["since"]["S"],
+                     expires_at=float(found["expires_at_epoch"]["N"]))
+
+    def _swap_lease(self, run_id: str, lease: Lease, *, expect: str | None) -> bool:
+        item = {**self._lease_key(run_id), "token": {"S": lease.token}, "host": {"S": lease.host},
+                "pid": {"N": str(lease.pid)}, "since": {"S": lease.since},
+                "expires_at_epoch": {"N": repr(lease.expires_at)}, **self._expiry()}
+        if expect is None:
+            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+        else:
+            condition = {"ConditionExpression": "#token = :expect",
+                         "ExpressionAttributeNames": {"#token": "token"},
+                         "ExpressionAttributeValues": {":expect": {"S": expect}}}
+        try:
+            self._call("put_item", Item=item, **condition)
+        except Exception as exc:
+            if _aws.error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def _drop_lease(self, run_id: str, token: str) -> None:
+        try:
+            self._call("delete_item", Key=self._lease_key(run_id),
+                       ConditionExpression="#token = :token",
+                       ExpressionAttributeNames={"#token": "token"},
+                       ExpressionAttributeValues={":token": {"S": token}})
+        except Exception as exc:
+            if _aws.error_code(exc) != "ConditionalCheckFailedException":
+                raise
 
 
 def _reopen(table: str, ttl_days: float) -> DynamoDBJobLog:

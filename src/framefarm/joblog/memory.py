@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from framefarm.joblog._base import JobLog
-from framefarm.model import JobRecord, RunRecord
+from framefarm.model import JobRecord, Lease, RunRecord
 
 
 class _Book:
@@ -22,6 +22,7 @@ class _Book:
     def __init__(self) -> None:
         self.runs: dict[str, RunRecord] = {}
         self.jobs: dict[tuple[str, str, int], JobRecord] = {}
+        self.leases: dict[str, Lease] = {}
         self.lock = threading.Lock()
 
 
@@ -57,6 +58,7 @@ class MemoryJobLog(JobLog):
         with self._book.lock:
             self._book.runs.clear()
             self._book.jobs.clear()
+            self._book.leases.clear()
 
     def __repr__(self) -> str:
         return f"MemoryJobLog({self.name!r})"
@@ -108,8 +110,26 @@ class MemoryJobLog(JobLog):
         with self._book.lock:
             return [r for r in self._book.jobs.values() if r.run_id == run_id]
 
+    def _get_lease(self, run_id: str) -> Lease | None:
+        with self._book.lock:
+            return self._book.leases.get(run_id)
+
+    def _swap_lease(self, run_id: str, lease: Lease, *, expect: str | None) -> bool:
+        with self._book.lock:
+            current = self._book.leases.get(run_id)
+            if (current.token if current else None) != expect:
+                return False
+            self._book.leases[run_id] = lease
+        return True
+
+    def _drop_lease(self, run_id: str, token: str) -> None:
+        with self._book.lock:
+            current = self._book.leases.get(run_id)
+            if current is not None and current.token == token:
+                del self._book.leases[run_id]
+
 
 def _copy(run: RunRecord) -> RunRecord:
     """A copy whose plan the caller may change without changing the stored one."""
     return replace(run, plan=json.loads(json.dumps(dict(run.plan))),
-                   runner_ids=dict(run.runner_ids))
+                   runner_ids=dict(run.runner_ids), settings=dict(run.settings))

@@ -21,17 +21,30 @@ from typing import Any
 from framefarm import config
 from framefarm.errors import UserError
 from framefarm.joblog._base import JobLog
-from framefarm.model import JobRecord, RunRecord
+from framefarm.model import JobRecord, Lease, RunRecord
 
 BUSY_TIMEOUT_SECONDS = 30.0
 
+_LEASES = """
+CREATE TABLE IF NOT EXISTS leases (
+    run_id TEXT PRIMARY KEY,
+    token TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    since TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     created_at TEXT NOT NULL DEFAULT '',
     plan TEXT NOT NULL DEFAULT '{}',
     output TEXT NOT NULL DEFAULT '',
-    runner_ids TEXT NOT NULL DEFAULT '{}'
+    runner_ids TEXT NOT NULL DEFAULT '{}',
+    runner TEXT NOT NULL DEFAULT '',
+    settings TEXT NOT NULL DEFAULT '{}',
+    cancelled_at TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS jobs (
     run_id TEXT NOT NULL,
@@ -49,13 +62,24 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT NOT NULL DEFAULT '',
     trace_id TEXT NOT NULL DEFAULT '',
     runner_id TEXT NOT NULL DEFAULT '',
+    heartbeat_at TEXT NOT NULL DEFAULT '',
+    sha256 TEXT NOT NULL DEFAULT '',
+    bytes INTEGER NOT NULL DEFAULT 0,
+    plan_hash TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (run_id, job, attempt)
 ) WITHOUT ROWID;
-PRAGMA user_version = 2;
-"""
-# Migrations from each older schema version to the next.
+""" + _LEASES + "PRAGMA user_version = 3;\n"
+# Migrations from each older schema version to the next (columns are only ever added).
 _MIGRATIONS = {
     1: "ALTER TABLE runs ADD COLUMN runner_ids TEXT NOT NULL DEFAULT '{}'; PRAGMA user_version = 2;",
+    2: "ALTER TABLE runs ADD COLUMN runner TEXT NOT NULL DEFAULT '';"
+       "ALTER TABLE runs ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';"
+       "ALTER TABLE runs ADD COLUMN cancelled_at TEXT NOT NULL DEFAULT '';"
+       "ALTER TABLE jobs ADD COLUMN heartbeat_at TEXT NOT NULL DEFAULT '';"
+       "ALTER TABLE jobs ADD COLUMN sha256 TEXT NOT NULL DEFAULT '';"
+       "ALTER TABLE jobs ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;"
+       "ALTER TABLE jobs ADD COLUMN plan_hash TEXT NOT NULL DEFAULT '';"
+       + _LEASES + "PRAGMA user_version = 3;",
 }
 
 # JobRecord field -> column; `index` is an SQL keyword.
@@ -107,6 +131,16 @@ class SqliteJobLog(JobLog):
         for owner, connection in connections:
             if owner == pid:
                 connection.close()
+
+    def release_thread(self) -> None:
+        """Close the calling thread's connection (a heartbeat thread that ends calls it)."""
+        local = self._local
+        connection = getattr(local, "connection", None)
+        if connection is None or local.pid != os.getpid():
+            return
+        local.connection = None
+        self._connections = [(p, c) for p, c in self._connections if c is not connection]
+        connection.close()
 
     # -- connections --------------------------------------------------------------------------
 
@@ -161,11 +195,15 @@ class SqliteJobLog(JobLog):
 
     def _put_run(self, run: RunRecord) -> None:
         self._db().execute(
-            "INSERT INTO runs (run_id, created_at, plan, output, runner_ids) VALUES (?, ?, ?, ?, ?) "
+            "INSERT INTO runs (run_id, created_at, plan, output, runner_ids, runner, settings, "
+            "cancelled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (run_id) DO UPDATE SET created_at = excluded.created_at, "
-            "plan = excluded.plan, output = excluded.output, runner_ids = excluded.runner_ids",
+            "plan = excluded.plan, output = excluded.output, runner_ids = excluded.runner_ids, "
+            "runner = excluded.runner, settings = excluded.settings, "
+            "cancelled_at = excluded.cancelled_at",
             (run.run_id, run.created_at, json.dumps(dict(run.plan), sort_keys=True), run.output,
-             json.dumps(dict(run.runner_ids), sort_keys=True)))
+             json.dumps(dict(run.runner_ids), sort_keys=True), run.runner,
+             json.dumps(dict(run.settings), sort_keys=True), run.cancelled_at))
 
     def _get_run(self, run_id: str) -> RunRecord | None:
         row = self._db().execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
@@ -205,6 +243,28 @@ class SqliteJobLog(JobLog):
         return [_job(row) for row in
                 self._db().execute("SELECT * FROM jobs WHERE run_id = ?", (run_id,))]
 
+    def _get_lease(self, run_id: str) -> Lease | None:
+        row = self._db().execute("SELECT * FROM leases WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        return Lease(run_id=row["run_id"], token=row["token"], host=row["host"], pid=row["pid"],
+                     since=row["since"], expires_at=row["expires_at"])
+
+    def _swap_lease(self, run_id: str, lease: Lease, *, expect: str | None) -> bool:
+        values = (lease.token, lease.host, lease.pid, lease.since, lease.expires_at)
+        if expect is None:
+            cursor = self._db().execute(
+                "INSERT INTO leases (run_id, token, host, pid, since, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING", (run_id, *values))
+        else:
+            cursor = self._db().execute(
+                "UPDATE leases SET token = ?, host = ?, pid = ?, since = ?, expires_at = ? "
+                "WHERE run_id = ? AND token = ?", (*values, run_id, expect))
+        return cursor.rowcount == 1
+
+    def _drop_lease(self, run_id: str, token: str) -> None:
+        self._db().execute("DELETE FROM leases WHERE run_id = ? AND token = ?", (run_id, token))
+
 
 def _values(data: Mapping[str, Any]) -> dict[str, Any]:
     """Column -> SQL value for JobRecord fields; TypeError on a field JobRecord does not have."""
@@ -224,4 +284,5 @@ def _job(row: sqlite3.Row) -> JobRecord:
 def _run(row: sqlite3.Row) -> RunRecord:
     return RunRecord(run_id=row["run_id"], created_at=row["created_at"],
                      plan=json.loads(row["plan"]), output=row["output"],
-                     runner_ids=json.loads(row["runner_ids"]))
+                     runner_ids=json.loads(row["runner_ids"]), runner=row["runner"],
+                     settings=json.loads(row["settings"]), cancelled_at=row["cancelled_at"])

@@ -8,7 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from framefarm.model import JobOutcome
+from framefarm.errors import UserError
+from framefarm.model import JobOutcome, RunRecord
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +42,22 @@ class RunResult:
     encode: JobOutcome | None = None
     failures: tuple[JobOutcome, ...] = ()
     details: Mapping[str, Any] = field(default_factory=dict)
+    cancelled: bool = False
+    """The run was stopped on purpose (Ctrl-C, SIGTERM, `framefarm cancel`): its jobs in flight
+    are recorded CANCELLED and `framefarm resume` finishes it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResumeRequest:
+    """Finish a planned run: render `chunks` (those without a verified segment), then encode.
+
+    `env` is the job contract of the run (its storage, job log, run id and output, and the
+    settings given to `resume`); `run` is its record in the job log.
+    """
+
+    run: RunRecord
+    env: Mapping[str, str]
+    chunks: tuple[int, ...]
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -56,3 +73,23 @@ class Runner(ABC):
     @abstractmethod
     def run(self, request: RunRequest, *, on_progress: ProgressCallback | None = None) -> RunResult:
         """Run the whole pipeline and return how it ended."""
+
+    def resume(self, request: ResumeRequest, *,
+               on_progress: ProgressCallback | None = None) -> RunResult:
+        """Render the request's chunks of a planned run, then encode; how it ended."""
+        raise UserError(f"the {self.name} runner cannot resume runs")
+
+    def cancel(self, run: RunRecord) -> str:
+        """Stop the run's driver and jobs wherever they run; a line saying what was stopped.
+        The caller has already marked the run cancelled in the job log."""
+        raise UserError(f"the {self.name} runner cannot cancel runs")
+
+    def settings(self) -> dict[str, str]:
+        """What resume and cancel need to rebuild this runner for a run (kept in its record)."""
+        return {}
+
+    @classmethod
+    def reopen(cls, settings: Mapping[str, str], **options: Any) -> Runner:
+        """The runner a run was started with, from its recorded `settings`; `options` (flags
+        given to resume or cancel) win."""
+        return cls(**options)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from framefarm import tracing
 from framefarm.errors import FramefarmError, UserError
+from framefarm.integrity import SegmentDigest, check_segment
 from framefarm.model import Plan
 from framefarm.steps._keys import output_key, segment_key, segments_prefix
-from framefarm.steps.plan import read_plan
+from framefarm.steps.plan import read_plan_and_hash
 from framefarm.storage import Storage, open_storage
 from framefarm.storage._base import copy_file_atomic
 from framefarm.video import VideoCheck, concat_segments, inspect_video, scratch_file
@@ -22,6 +24,9 @@ class EncodeRequest:
 
     run_id: str
     output: str = ""
+    expected: Mapping[int, SegmentDigest] | None = None
+    """What each chunk's render job recorded of its segment: every segment is checked against
+    it before joining (None: unchecked, for callers without a job log)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,12 +76,12 @@ def check_video(check: VideoCheck, plan: Plan) -> None:
 def run_encode(request: EncodeRequest, *, storage: Storage) -> EncodeResult:
     """Join the segments in plan order, check the video, store it and copy it to the output."""
     began = time.perf_counter()
-    plan = read_plan(request.run_id, storage)
+    plan, digest = read_plan_and_hash(request.run_id, storage)
     missing = missing_segments(plan, storage)
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (" …" if len(missing) > 10 else "")
         raise UserError(f"run {plan.run_id}: {len(missing)} of {plan.size} segments are missing "
-                        f"(chunks {shown}): run those render jobs first")
+                        f"(chunks {shown}): `framefarm resume {plan.run_id}` renders them")
     scratch: list[Path] = []
     joined = scratch_file(".mp4")
     try:
@@ -87,6 +92,9 @@ def run_encode(request: EncodeRequest, *, storage: Storage) -> EncodeResult:
             if local is None:
                 local = storage.get_file(key, scratch_file(".mp4"))
                 scratch.append(local)
+            if request.expected is not None:
+                check_segment(local, chunk=chunk, expected=request.expected.get(chunk.index),
+                              plan=digest, key=key, run_id=plan.run_id)
             parts.append((local, chunk.start))
         with tracing.span("concat", {"framefarm.segments": len(parts)}):
             concat_segments(parts, joined, rate=plan.video.rate)

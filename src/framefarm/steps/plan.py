@@ -11,6 +11,7 @@ from pathlib import Path
 
 from framefarm import config
 from framefarm.errors import UserError
+from framefarm.integrity import plan_hash
 from framefarm.model import Plan, VideoSettings, parse_fps
 from framefarm.sketch import FrameSource, Sketch, load_sketch
 from framefarm.steps._keys import plan_key, sketch_key
@@ -148,8 +149,26 @@ def _auto_per_job(request: PlanRequest, sketch: Sketch, video: VideoSettings, to
 
 def read_plan(run_id: str, storage: Storage) -> Plan:
     """The plan a run's plan job stored."""
+    return read_plan_and_hash(run_id, storage)[0]
+
+
+def read_plan_and_hash(run_id: str, storage: Storage) -> tuple[Plan, str]:
+    """The plan a run's plan job stored, and the hash of its plan.json (see integrity.py); a
+    missing, corrupt or hand-edited plan.json is a UserError naming the file."""
     key = plan_key(run_id)
     if not storage.exists(key):
         raise UserError(f"run {run_id!r} has no plan in {storage.url}: run the plan job first "
                         f"(or check FRAMEFARM_RUN_ID and FRAMEFARM_STORAGE)")
-    return Plan.from_json(storage.get_bytes(key))
+    data = storage.get_bytes(key)
+    try:
+        plan = Plan.from_json(data)
+        if plan.run_id != run_id:
+            raise ValueError(f"it names run {plan.run_id!r}")
+        plan.chunk(plan.size - 1)
+        make_plan(run_id=plan.run_id, sketch=plan.sketch, total_frames=plan.total_frames,
+                  frames_per_job=plan.frames_per_job, video=plan.video)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, UserError) as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise UserError(f"the plan {storage.url_for(key)} is corrupt or was edited by hand "
+                        f"({reason}): render the run again under a new --run-id") from None
+    return plan, plan_hash(data)

@@ -8,9 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from framefarm import tracing
+from framefarm.errors import UserError
+from framefarm.integrity import file_digest
+from framefarm.model import Chunk
 from framefarm.steps._keys import frame_key, segment_key
 from framefarm.steps._sources import frame_source
-from framefarm.steps.plan import read_plan
+from framefarm.steps.plan import read_plan_and_hash
 from framefarm.storage import Storage
 from framefarm.video import SegmentWriter, scratch_file
 
@@ -35,14 +38,25 @@ class RenderResult:
     segment: str
     frames: int
     seconds: float
+    sha256: str = ""
+    """The segment's SHA-256 and size, and the hash of the plan it was rendered for."""
+    bytes: int = 0
+    plan_hash: str = ""
 
 
 def run_render(request: RenderRequest, *, storage: Storage,
-               on_frame: Callable[[int], None] | None = None) -> RenderResult:
-    """Render the chunk's frames in order into a segment; `on_frame(done)` after each frame."""
+               on_frame: Callable[[int], None] | None = None,
+               on_chunk: Callable[[Chunk], None] | None = None) -> RenderResult:
+    """Render the chunk's frames in order into a segment; `on_chunk(chunk)` once the plan is
+    read, `on_frame(done)` after each frame."""
     began = time.perf_counter()
-    plan = read_plan(request.run_id, storage)
+    plan, digest = read_plan_and_hash(request.run_id, storage)
+    if not 0 <= request.index < plan.size:
+        raise UserError(f"chunk {request.index} is outside run {plan.run_id}'s plan of {plan.size} "
+                        f"chunks (0-{plan.size - 1}): check AWS_BATCH_JOB_ARRAY_INDEX")
     chunk = plan.chunk(request.index)
+    if on_chunk is not None:
+        on_chunk(chunk)
     video = plan.video
     source = frame_source(plan.sketch, storage=storage, width=video.width, height=video.height,
                           rate=video.rate, total_frames=plan.total_frames,
@@ -70,11 +84,13 @@ def run_render(request: RenderRequest, *, storage: Storage,
             flush = tracer.start_span("flush")  # the encoder drains its look-ahead: encode time
         flush.end()
         key = segment_key(plan.run_id, chunk.index)
+        sha, size = file_digest(tmp)
         storage.put_file(key, tmp, expires=True)  # the video outlives its segments
     finally:
         tmp.unlink(missing_ok=True)
     return RenderResult(index=chunk.index, start=chunk.start, stop=chunk.stop, segment=key,
-                        frames=len(chunk), seconds=time.perf_counter() - began)
+                        frames=len(chunk), seconds=time.perf_counter() - began, sha256=sha,
+                        bytes=size, plan_hash=digest)
 
 
 def _store_png(storage: Storage, key: str, pixels: object) -> None:
