@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import os
+import signal
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from opentelemetry.trace import StatusCode
 
 from framefarm import _otel, config, tracing
 from framefarm._api import contract_env
 from framefarm.cli import check_output_path
-from framefarm.errors import UserError
-from framefarm.joblog import open_joblog
+from framefarm.errors import LeaseHeld, UserError
+from framefarm.joblog import JobLog, open_joblog
 from framefarm.progress import ProgressDisplay
-from framefarm.runners import Progress, Runner, RunRequest, RunResult, open_runner
-from framefarm.storage import open_storage
+from framefarm.report import load_report
+from framefarm.runners import Progress, RunRequest, RunResult, open_runner
+from framefarm.runners._base import ProgressCallback
+from framefarm.storage import Storage, open_storage
 
 
 def _sketch_location(sketch: str) -> str:
@@ -31,11 +38,30 @@ def _sketch_location(sketch: str) -> str:
     return str(path.resolve())
 
 
+def announce(line: str) -> None:
+    """A runner's word to the user (a retried chunk, a run's link), on stderr."""
+    print(f"framefarm: {line}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM (`framefarm cancel`, a service manager) stops the run as Ctrl-C does."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def render_command(args: argparse.Namespace) -> int:
     """Run `framefarm render`; returns the exit code."""
     began = time.perf_counter()
     output = check_output_path(args.output)
-    options: dict[str, object] = {"workers": args.workers}
+    options: dict[str, object] = {"workers": args.workers, "announce": announce}
     defaults = {config.STORAGE: config.default_storage_url(),
                 config.JOBLOG: config.default_joblog_url()}
     if args.runner == "batch":
@@ -52,21 +78,44 @@ def render_command(args: argparse.Namespace) -> int:
     if args.runner in ("local", "temporal") and "memory://" in (storage.url + joblog.url):
         raise UserError(f"memory:// storage and job logs live in one process; {args.runner} worker "
                         "processes cannot share them: use file:// and sqlite:/// (the defaults)")
-    env = contract_env(sketch=_sketch_location(args.sketch), output=output, storage=storage.url,
+    sketch = _sketch_location(args.sketch)
+    env = contract_env(sketch=sketch, output=output, storage=storage.url,
                        joblog=joblog.url, frames=args.frames, per_job=args.per_job, fps=args.fps,
                        size=args.size, crf=args.crf, preset=args.preset, run_id=args.run_id,
                        keep_frames=args.keep_frames)
+    if args.frame_timeout is not None:
+        env[config.FRAME_TIMEOUT] = f"{args.frame_timeout:g}"
+    if args.run_id:
+        finished = _existing_run(joblog, args, sketch=sketch)
+        if finished is not None:
+            print(f"run {args.run_id}: already rendered with these settings -> {finished}")
+            return 0
     runner = open_runner(args.runner, **options)
+    return drive(lambda context, on_progress: runner.run(RunRequest(env={**env, **context}),
+                                                         on_progress=on_progress),
+                 runner=args.runner, storage=storage, joblog=joblog, began=began,
+                 output=str(output))
+
+
+Start = Callable[[Mapping[str, str], ProgressCallback], RunResult]
+"""Starts a run: given the trace context variables every job gets, and the progress callback."""
+
+
+def drive(start: Start, *, runner: str, storage: Storage, joblog: JobLog, began: float,
+          output: str) -> int:
+    """Run a run (render or resume) under its trace span with the progress display, then say
+    how it ended; the exit code."""
     _otel.setup()
     # The root of the run's trace, or a child of the caller's (a traced CI job, say).
-    with tracing.job_span("run", env=os.environ, attributes={"framefarm.runner": args.runner}) \
-            as run_span:
+    with tracing.job_span("run", env=os.environ, attributes={"framefarm.runner": runner}) \
+            as run_span, stop_on_sigterm():
         # Every job of the run joins this trace, through the job contract's TRACEPARENT.
-        env.update(tracing.context_env())
-        result = _run(runner, env)
+        context = tracing.context_env()
+        result = _run(lambda on_progress: start(context, on_progress))
         run_span.set_attribute("framefarm.run_id", result.run_id)
         if not result.succeeded:
-            run_span.set_status(StatusCode.ERROR, "a job failed")
+            run_span.set_status(StatusCode.ERROR, "cancelled" if result.cancelled
+                                else "a job failed")
     # The run's own trace: merged now when every job has ended, else by the encode job.
     finished = result.details.get("waited") is not False
     if result.details.get("attached"):
@@ -76,6 +125,11 @@ def render_command(args: argparse.Namespace) -> int:
     else:
         _otel.finish_job(storage, result.run_id, trace_id=tracing.span_trace_id(run_span),
                          name=f"run.{run_span.get_span_context().span_id:016x}", merge=finished)
+    if result.cancelled:
+        print(f"framefarm: run {result.run_id} CANCELLED; its finished chunks are kept: "
+              f"`framefarm resume {result.run_id}{_backend_flags(storage, joblog)}` finishes it",
+              file=sys.stderr)
+        return 130
     if not result.succeeded:
         return _report_failure(result, joblog_url=joblog.url)
     if result.details.get("waited") is False:
@@ -83,15 +137,15 @@ def render_command(args: argparse.Namespace) -> int:
               f"{result.run_id} --joblog {joblog.url}`; the video will be at "
               f"{result.details['output_url']}")
         return 0
-    size = output.stat().st_size
     run = joblog.get_run(result.run_id)
     frames = run.plan.get("total_frames", 0) if run else 0
-    print(f"run {result.run_id}: {frames} frames in {time.perf_counter() - began:.1f} s -> "
-          f"{output} ({_human_bytes(size)})")
+    video = Path(output)
+    shown = f"{video} ({_human_bytes(video.stat().st_size)})" if video.is_file() else output
+    print(f"run {result.run_id}: {frames} frames in {time.perf_counter() - began:.1f} s -> {shown}")
     return 0
 
 
-def _run(runner: Runner, env: dict[str, str]) -> RunResult:
+def _run(start: Callable[[ProgressCallback], RunResult]) -> RunResult:
     """Run the jobs with the progress display."""
     display: ProgressDisplay | None = None
 
@@ -101,10 +155,74 @@ def _run(runner: Runner, env: dict[str, str]) -> RunResult:
             display = ProgressDisplay(progress.total_frames)
         display.update(progress.frames_done, elapsed=progress.elapsed)
 
-    result = runner.run(RunRequest(env=env), on_progress=on_progress)
-    if display is not None:
-        display.finish()
+    try:
+        result = start(on_progress)
+    finally:
+        if display is not None:
+            display.finish()
     return result
+
+
+def _backend_flags(storage: Storage, joblog: JobLog) -> str:
+    """The --storage/--joblog flags a later command needs, when they are not the defaults."""
+    flags = ""
+    if storage.url != config.default_storage_url():
+        flags += f" --storage {storage.url}"
+    if joblog.url != config.default_joblog_url():
+        flags += f" --joblog {joblog.url}"
+    return flags
+
+
+def _existing_run(joblog: JobLog, args: argparse.Namespace, *, sketch: str) -> str | None:
+    """For `render --run-id` of a run already in the job log: the video's path when that run
+    finished with the same sketch and settings; else a UserError naming `resume`. None when
+    there is no such run (or it is a Temporal run, which `render` attaches to)."""
+    run = joblog.get_run(args.run_id)
+    if run is None or (run.runner == "temporal" and args.runner == "temporal"):
+        return None
+    holder = joblog.lease(args.run_id)
+    if holder is not None:
+        raise LeaseHeld(f"run {args.run_id} is being rendered by {holder.describe()}: wait for "
+                        f"it, stop it with `framefarm cancel {args.run_id}`, or choose another "
+                        "--run-id")
+    report = load_report(joblog, args.run_id) or {}
+    status = report.get("status", "PENDING")
+    if status == "SUCCEEDED" and _same_settings(run.plan, args, sketch=sketch) and run.output \
+            and ("://" in run.output or Path(run.output).is_file()):
+        return run.output
+    fix = ("it finished with other settings or its video is gone: choose another --run-id"
+           if status == "SUCCEEDED" else
+           f"`framefarm resume {args.run_id}` finishes it, `framefarm cancel {args.run_id}` stops "
+           "it, or choose another --run-id")
+    raise UserError(f"run {args.run_id} already exists ({status}): {fix}")
+
+
+def _same_settings(plan: Mapping[str, Any], args: argparse.Namespace, *, sketch: str) -> bool:
+    """True when the planned run is what these flags ask for: the same sketch (by content) and
+    every setting given on the command line."""
+    stored = str(plan.get("sketch", ""))
+    if "://" in stored and Path(sketch).is_file():
+        if hashlib.sha256(Path(sketch).read_bytes()).hexdigest() not in stored:
+            return False
+    elif stored != sketch:
+        return False
+    video = plan.get("video") or {}
+    wanted: dict[str, object] = {"total_frames": args.frames, "frames_per_job": args.per_job,
+                                 "crf": args.crf, "preset": args.preset}
+    have = {**plan, **video}
+    if any(v is not None and have.get(k) != v for k, v in wanted.items()):
+        return False
+    if args.size and (video.get("width"), video.get("height")) != tuple(args.size):
+        return False
+    if args.fps:
+        from framefarm.model import parse_fps
+
+        try:
+            if parse_fps(args.fps) != parse_fps(str(video.get("fps"))):
+                return False
+        except (ValueError, ZeroDivisionError):
+            return False
+    return bool(plan.get("keep_frames", False)) == bool(args.keep_frames)
 
 
 def _batch_options(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, object]]:
@@ -134,9 +252,6 @@ _TEMPORAL_FLAGS = ("temporal_address", "temporal_namespace", "task_queue", "temp
 def _temporal_options(args: argparse.Namespace) -> dict[str, object]:
     """Runner options for --runner temporal; the server and namespace also come from the
     Temporal SDK's own variables (TEMPORAL_ADDRESS …)."""
-
-    def announce(line: str) -> None:
-        print(f"framefarm: {line}", file=sys.stderr, flush=True)
 
     return {"address": args.temporal_address, "namespace": args.temporal_namespace,
             "task_queue": args.task_queue, "ui": args.temporal_ui,

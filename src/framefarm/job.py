@@ -44,6 +44,9 @@ PROGRESS_INTERVAL = 0.5
 """Seconds between a render job's frame-count updates in the job log."""
 FRAME_TIMEOUT_EXIT = 1
 """A render job whose frame ran out of time exits with this (a retry may fix it)."""
+say_timeouts = True
+"""Whether a frame timeout is also told on stderr (a container's log); a runner that reports
+it itself turns this off in its workers."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -250,7 +253,7 @@ def _run_step(env: JobEnv, *, run_id: str, storage: Storage, joblog: JobLog,
             done = step()
     except BaseException as exc:
         tracing.fail(span, exc, describe_error(exc)[0].splitlines()[-1])
-        outcome = _failed(joblog, record, exc, chunk=watch.chunk)
+        outcome = _failed(joblog, record, exc, watch)
         if not isinstance(exc, Exception):
             raise  # KeyboardInterrupt, SystemExit: recorded, then let through
         return outcome
@@ -287,7 +290,7 @@ def describe_error(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted", 130
     if isinstance(exc, SystemExit):
-        return f"the job's code called sys.exit({exc.code!r})", 1
+        return f"sys.exit({exc.code!r}) was called", 1
     if isinstance(exc, TransientError):
         return str(exc), exc.exit_code
     if isinstance(exc, SketchError):
@@ -299,10 +302,14 @@ def describe_error(exc: BaseException) -> tuple[str, int]:
 
 
 def _failed(joblog: JobLog, record: JobRecord, exc: BaseException,
-            chunk: Chunk | None = None) -> JobOutcome:
+            watch: JobWatch | None = None) -> JobOutcome:
     text, exit_code = describe_error(exc)
-    if chunk is not None and not text.startswith("chunk "):
-        text = f"{describe_chunk(chunk)}: {text}"
+    chunk = watch.chunk if watch is not None else None
+    if chunk is not None and watch is not None and not text.startswith("chunk "):
+        # A sketch error names its frame; anything else is told the frame it stopped at.
+        at = "" if isinstance(exc, SketchError) else \
+            f", at frame {min(chunk.start + watch.done, chunk.stop - 1)}"
+        text = f"{describe_chunk(chunk)}{at}: {text}"
     status = "CANCELLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
     with contextlib.suppress(StatusConflict):  # the runner recorded it first (a frame timeout)
         current = joblog.get_job(record.run_id, record.job, record.attempt) or record
@@ -379,8 +386,9 @@ class JobWatch:
         text = (f"{where}{what} took longer than the frame timeout of {self._timeout:g} s "
                 f"(--frame-timeout, {config.FRAME_TIMEOUT}); the job was stopped")
         self._write(status="FAILED", error=text, frames=self.done)
-        print(f"framefarm job: {self._record.job} of run {self._record.run_id} FAILED\n{text}",
-              file=sys.stderr, flush=True)
+        if say_timeouts:
+            print(f"framefarm job: {self._record.job} of run {self._record.run_id} FAILED\n{text}",
+                  file=sys.stderr, flush=True)
         os._exit(FRAME_TIMEOUT_EXIT)
 
 

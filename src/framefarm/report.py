@@ -6,22 +6,27 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from framefarm.joblog import JobLog
+from framefarm.lifecycle import with_lost
 from framefarm.model import TERMINAL_STATUSES, JobRecord, RunRecord, status_rank
 
 
-def run_status(latest: Sequence[JobRecord], *, chunks: int | None = None) -> str:
+def run_status(latest: Sequence[JobRecord], *, chunks: int | None = None,
+               cancelled: bool = False) -> str:
     """A run's status from the last attempt of each of its jobs.
 
-    FAILED when any job's last attempt failed, SUCCEEDED when the encode job succeeded, RUNNING
-    while any job runs or has finished, else the least advanced status of its jobs.
+    SUCCEEDED when the encode job succeeded; CANCELLED when the run was cancelled, or a job was
+    and none runs; FAILED when any job's last attempt failed; RUNNING while any job runs or has
+    finished, else the least advanced status of its jobs.
     """
-    if not latest:
-        return "PENDING"
-    statuses = {r.status for r in latest}
-    if "FAILED" in statuses:
-        return "FAILED"
     if any(r.kind == "encode" and r.status == "SUCCEEDED" for r in latest):
         return "SUCCEEDED"
+    statuses = {r.status for r in latest}
+    if cancelled or ("CANCELLED" in statuses and "RUNNING" not in statuses):
+        return "CANCELLED"
+    if not latest:
+        return "PENDING"
+    if "FAILED" in statuses:
+        return "FAILED"
     if statuses & {"RUNNING", "SUCCEEDED", "STARTING"}:
         return "RUNNING"
     for status in ("SUBMITTED", "PENDING", "RUNNABLE"):
@@ -70,6 +75,7 @@ def frames_done(latest: Sequence[JobRecord]) -> int:
 
 def status_report(run: RunRecord | None, records: Sequence[JobRecord], run_id: str) -> dict[str, Any]:
     """The run as `framefarm status --json` prints it."""
+    records = with_lost(records)
     latest: dict[str, JobRecord] = {}
     for record in records:
         latest[record.job] = record
@@ -77,7 +83,9 @@ def status_report(run: RunRecord | None, records: Sequence[JobRecord], run_id: s
     total = plan.get("total_frames")
     return {
         "run_id": run_id,
-        "status": run_status(list(latest.values())),
+        "status": run_status(list(latest.values()), cancelled=bool(run and run.cancelled_at)),
+        "runner": (run.runner or "local") if run else "",
+        "cancelled_at": run.cancelled_at if run else "",
         "created_at": run.created_at if run else "",
         "sketch": plan.get("sketch", ""),
         "total_frames": total,

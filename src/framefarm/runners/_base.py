@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from framefarm.errors import UserError
+from framefarm.joblog import JobLog
 from framefarm.model import JobOutcome, RunRecord
 
 
@@ -79,9 +80,10 @@ class Runner(ABC):
         """Render the request's chunks of a planned run, then encode; how it ended."""
         raise UserError(f"the {self.name} runner cannot resume runs")
 
-    def cancel(self, run: RunRecord) -> str:
-        """Stop the run's driver and jobs wherever they run; a line saying what was stopped.
-        The caller has already marked the run cancelled in the job log."""
+    def cancel(self, run: RunRecord, *, joblog: JobLog) -> str:
+        """Stop the run's driver and jobs wherever they run, and record its unfinished attempts
+        CANCELLED; a few words saying what was stopped. The caller has already marked the run
+        cancelled in the job log."""
         raise UserError(f"the {self.name} runner cannot cancel runs")
 
     def settings(self) -> dict[str, str]:

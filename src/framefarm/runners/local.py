@@ -1,26 +1,65 @@
 """The local runner: plan in this process, render chunks in worker processes, then encode —
-every job started through the job contract, exactly as a container would be."""
+every job started through the job contract, exactly as a container would be.
+
+A worker process renders one chunk at a time, as many chunks as it is given (the sketch's
+setup runs once per process). A worker that dies — any signal, any exit code, `sys.exit` in
+the sketch, a frame out of time — costs only its chunk: the attempt is recorded FAILED, naming
+the frame it was on and how the process ended, and the chunk is retried in a fresh process,
+up to MAX_ATTEMPTS attempts in all as on AWS Batch; the other chunks go on. A sketch that
+raises is not retried. Ctrl-C or SIGTERM (`framefarm cancel`) stops dispatching, kills the
+workers, records their attempts CANCELLED and returns at once.
+
+The run holds its lease in the job log for as long as this runner drives it, so a second
+`render` or `resume` of the same run is refused.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
+import shutil
+import signal
+import tempfile
 import threading
 import time
-from collections.abc import Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_for
 from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
 
-from framefarm import _otel, config, tracing
+from framefarm import _otel, config, job, tracing
+from framefarm._procs import die_with, die_with_parent, how_it_ended
+from framefarm.integrity import describe_chunk
 from framefarm.job import JobEnv, run_job
-from framefarm.joblog import JobLog, open_joblog
-from framefarm.model import JobOutcome
-from framefarm.runners._base import Progress, ProgressCallback, Runner, RunRequest, RunResult
+from framefarm.joblog import JobLog, StatusConflict, now_iso, open_joblog
+from framefarm.joblog._base import LEASE_SECONDS, process_alive
+from framefarm.lifecycle import HEARTBEAT_SECONDS, close_open_attempts
+from framefarm.model import TERMINAL_STATUSES, Chunk, JobOutcome, Lease, RunRecord
+from framefarm.runners._base import (
+    Progress,
+    ProgressCallback,
+    ResumeRequest,
+    Runner,
+    RunRequest,
+    RunResult,
+)
 from framefarm.storage import Storage, open_storage
 
 POLL_SECONDS = 0.2
+CANCEL_CHECK_SECONDS = 1.0
+"""How often the driver reads the job log for a `framefarm cancel` from another machine."""
+KILL_GRACE_SECONDS = 5.0
+"""How long past the frame timeout a worker may stay silent before the runner kills it (its
+own watch stops it first, unless native code holds the interpreter)."""
 _PRELOAD = ["framefarm.job", "numpy", "av", "PIL.Image"]
+_CANCELLED = "cancelled: the run was stopped (Ctrl-C, SIGTERM or `framefarm cancel`)"
 
 
 def default_workers() -> int:
@@ -69,10 +108,104 @@ def _open(env: Mapping[str, str]) -> tuple[Storage, JobLog]:
     return _backends[key]
 
 
-def run_contract_job(env: Mapping[str, str]) -> JobOutcome:
+def run_contract_job(env: Mapping[str, str],
+                     on_frame: Callable[[int], None] | None = None) -> JobOutcome:
     """Run one job from its job-contract variables (the worker processes' entry point)."""
     storage, joblog = _open(env)
-    return run_job(JobEnv.from_environ(env), storage=storage, joblog=joblog)
+    return run_job(JobEnv.from_environ(env), storage=storage, joblog=joblog, on_frame=on_frame)
+
+
+def _worker_main(conn: Connection, state: Any, scratch: str, traced: bool, parent: int) -> None:
+    """A worker process: render the chunks it is sent, one at a time, until told to stop.
+
+    `state` is shared with the runner: frames done in the current chunk and when the last one
+    finished, so the runner can name the frame a dead worker was on, and kill one stuck in
+    native code. Ctrl-C is the runner's to handle; the worker ends with the runner.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    die_with_parent()
+    die_with(parent)
+    job.say_timeouts = False  # the runner reports them
+    tempfile.tempdir = scratch  # partial segments go where the runner cleans up
+    os.environ["TMPDIR"] = scratch
+    _start_worker(traced)
+
+    def on_frame(done: int) -> None:
+        state[0], state[1] = done, time.monotonic()
+
+    while True:
+        try:
+            env = conn.recv()
+        except (EOFError, OSError):
+            return
+        if env is None:
+            return
+        state[0], state[1] = 0, time.monotonic()
+        try:
+            outcome = run_contract_job(env, on_frame)
+        except SystemExit as exc:  # the sketch called sys.exit: a crash, as os._exit would be
+            os._exit(exc.code if isinstance(exc.code, int) and 0 < exc.code < 256 else 1)
+        conn.send(outcome)
+
+
+@dataclass
+class _Task:
+    """A chunk in hand: its frames and the attempts it has had."""
+
+    chunk: Chunk
+    tries: int = 0
+    sent_at: str = ""
+    """When the current attempt was handed to a worker (job-log time)."""
+
+
+class _Worker:
+    """One worker process, the pipe to it, and its shared state and scratch folder."""
+
+    def __init__(self, context: BaseContext, number: int, run_id: str) -> None:
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"framefarm-{run_id[:40]}-w{number}-"))
+        self.state = context.Array("d", 2, lock=False)
+        self.conn, child = context.Pipe()
+        self.process: BaseProcess = context.Process(  # type: ignore[attr-defined]
+            target=_worker_main, name=f"framefarm-worker-{number}", daemon=True,
+            args=(child, self.state, str(self.scratch), _otel.active(), os.getpid()))
+        self.process.start()
+        child.close()
+        self.task: _Task | None = None
+        self.frame_began = time.monotonic()
+
+    def send(self, task: _Task, env: Mapping[str, str]) -> None:
+        self.task = task
+        self.state[0], self.state[1] = 0, time.monotonic()
+        self.conn.send(dict(env))
+
+    @property
+    def frame(self) -> int | None:
+        """The frame the worker is on (its chunk's first plus the frames it finished)."""
+        if self.task is None:
+            return None
+        return min(self.task.chunk.start + int(self.state[0]), self.task.chunk.stop - 1)
+
+    def silent_for(self) -> float:
+        return time.monotonic() - float(self.state[1])
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid or 0, signal.SIGKILL)
+        self.process.join(5)
+        self.close()
+
+    def stop(self) -> None:
+        """Ask an idle worker to end, then make sure it did."""
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.process.join(5)
+        self.kill()
+
+    def close(self) -> None:
+        self.conn.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 class LocalRunner(Runner):
@@ -81,69 +214,345 @@ class LocalRunner(Runner):
     name = "local"
     start_cost_seconds = 0.005
 
-    def __init__(self, *, workers: int | None = None) -> None:
+    def __init__(self, *, workers: int | None = None,
+                 announce: Callable[[str], None] | None = None) -> None:
         self.workers = workers or default_workers()
+        self.announce = announce or (lambda line: None)
+
+    @classmethod
+    def reopen(cls, settings: Mapping[str, str], **options: Any) -> LocalRunner:
+        """A local runner for `resume`: the flags given to it (workers) win."""
+        return cls(**options)
+
+    # -- run, resume, cancel ------------------------------------------------------------------
 
     def run(self, request: RunRequest, *, on_progress: ProgressCallback | None = None) -> RunResult:
         """Plan here, render in `workers` processes, encode here once every chunk succeeded."""
+        from framefarm.steps import new_run_id
+
+        env = self._env(request.env)
+        run_id = env.setdefault(config.RUN_ID, new_run_id())
+        _, joblog = _open(env)
+        with self._lease(joblog, run_id) as lease:
+            self._record_run(joblog, run_id, env)
+            try:
+                with _kept(joblog, lease):
+                    plan = run_contract_job({**env, config.JOB_TYPE: "plan"})
+            except KeyboardInterrupt:
+                return RunResult(run_id=run_id, succeeded=False, cancelled=True)
+            if not plan.succeeded:
+                return RunResult(run_id=plan.run_id, succeeded=False, plan=plan, failures=(plan,))
+            result = plan.result
+            chunks = _chunks(int(result["total_frames"]), int(result["frames_per_job"]))
+            return self._render_and_encode(env, lease, chunks, total=int(result["total_frames"]),
+                                           plan=plan, on_progress=on_progress)
+
+    def resume(self, request: ResumeRequest, *,
+               on_progress: ProgressCallback | None = None) -> RunResult:
+        """Render the request's chunks of the planned run, then encode."""
+        env = self._env(request.env)
+        run_id = request.run.run_id
+        _, joblog = _open(env)
+        plan = request.run.plan
+        total, per_job = int(plan["total_frames"]), int(plan["frames_per_job"])
+        wanted = set(request.chunks)
+        chunks = [c for c in _chunks(total, per_job) if c.index in wanted]
+        with self._lease(joblog, run_id) as lease:
+            joblog.put_run(replace(joblog.get_run(run_id) or request.run, runner=self.name))
+            return self._render_and_encode(env, lease, chunks, total=total, plan=None,
+                                           on_progress=on_progress)
+
+    def cancel(self, run: RunRecord, *, joblog: JobLog) -> str:
+        """Stop the run's driver on this machine (SIGTERM, as Ctrl-C) and wait for it to record
+        its jobs; a driver on another machine sees the cancellation in the job log."""
+        lease = joblog.lease(run.run_id)
+        said = "no process was rendering it"
+        if lease is not None and lease.host == _hostname() and _is_framefarm(lease.pid):
+            os.kill(lease.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while process_alive(lease.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            said = f"stopped its driver, pid {lease.pid}"
+        elif lease is not None:
+            said = f"its driver, {lease.describe()}, stops within seconds"
+        close_open_attempts(joblog, run.run_id, status="CANCELLED",
+                            error="cancelled by `framefarm cancel`")
+        return said
+
+    # -- the work -----------------------------------------------------------------------------
+
+    def _env(self, given: Mapping[str, str]) -> dict[str, str]:
         # Each worker gets an equal share of the CPUs: one x264 thread per CPU it owns, so
         # encoder threads never fight the other workers' sketches for cores.
         cpus = max(1, default_workers() // self.workers)
-        env = {config.PARALLELISM: str(self.workers), config.JOB_CPUS: str(cpus),
-               config.JOB_START_SECONDS: str(self.start_cost_seconds), **request.env}
-        plan = run_contract_job({**env, config.JOB_TYPE: "plan"})
-        if not plan.succeeded:
-            return RunResult(run_id=plan.run_id, succeeded=False, plan=plan, failures=(plan,))
-        run_id = plan.run_id
-        env[config.RUN_ID] = run_id
-        chunks = int(plan.result["size"])
-        total = int(plan.result["total_frames"])
+        return {config.PARALLELISM: str(self.workers), config.JOB_CPUS: str(cpus),
+                config.JOB_START_SECONDS: str(self.start_cost_seconds), **given}
+
+    @contextlib.contextmanager
+    def _lease(self, joblog: JobLog, run_id: str) -> Iterator[Lease]:
+        lease = joblog.acquire_lease(run_id)
+        try:
+            yield lease
+        finally:
+            with contextlib.suppress(Exception):
+                joblog.release_lease(lease)
+
+    def _record_run(self, joblog: JobLog, run_id: str, env: Mapping[str, str]) -> None:
+        settings = {k: env[k] for k in (config.FRAME_TIMEOUT,) if env.get(k)}
+        run = joblog.get_run(run_id)
+        if run is None:
+            run = RunRecord(run_id=run_id, created_at=now_iso(), output=env.get(config.OUTPUT, ""))
+        joblog.put_run(replace(run, runner=self.name, settings=settings, cancelled_at=""))
+
+    def _render_and_encode(self, env: dict[str, str], lease: Lease, chunks: list[Chunk], *,
+                           total: int, plan: JobOutcome | None,
+                           on_progress: ProgressCallback | None) -> RunResult:
+        run_id = env[config.RUN_ID]
         _, joblog = _open(env)
-        failures: list[JobOutcome] = []
-        began = time.monotonic()
-        with self._pool(min(self.workers, chunks)) as pool:
-            pending: set[Future[JobOutcome]] = {
-                pool.submit(run_contract_job,
-                            {**env, config.JOB_TYPE: "render", config.ARRAY_INDEX: str(i)})
-                for i in range(chunks)
-            }
-            try:
-                while pending:
-                    finished, pending = wait(pending, timeout=POLL_SECONDS,
-                                             return_when=FIRST_COMPLETED)
-                    failures.extend(f.result() for f in finished if not f.result().succeeded)
-                    if on_progress is not None:
-                        with tracing.untraced():  # polling is waiting, not work: no spans
-                            progress = self._progress(joblog, run_id, total, chunks,
-                                                      time.monotonic() - began)
-                        on_progress(progress)
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        drive = _Drive(self, env, joblog, lease, chunks, total=total, on_progress=on_progress)
+        try:
+            failures = drive.render()
+        except KeyboardInterrupt:
+            return RunResult(run_id=run_id, succeeded=False, plan=plan, cancelled=True)
+        if drive.cancelled:
+            return RunResult(run_id=run_id, succeeded=False, plan=plan, cancelled=True)
         if failures:
             failures.sort(key=lambda o: o.index or 0)
             return RunResult(run_id=run_id, succeeded=False, plan=plan, failures=tuple(failures))
-        encode = run_contract_job({**env, config.JOB_TYPE: "encode"})
+        try:
+            with _kept(joblog, lease):
+                encode = run_contract_job({**env, config.JOB_TYPE: "encode"})
+        except KeyboardInterrupt:
+            return RunResult(run_id=run_id, succeeded=False, plan=plan, cancelled=True)
         return RunResult(run_id=run_id, succeeded=encode.succeeded, plan=plan, encode=encode,
                          failures=() if encode.succeeded else (encode,))
 
-    def _pool(self, workers: int) -> ProcessPoolExecutor:
+    def _context(self) -> BaseContext:
         # fork when this process has a single thread: workers start in milliseconds with
         # framefarm, NumPy and PyAV already imported. Otherwise (threads do not survive a fork
         # safely) fork from a forkserver that imported them once.
-        context: BaseContext
         if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
-            context = multiprocessing.get_context("fork")
-        else:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(_PRELOAD)
-        return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context,
-                                   initializer=_start_worker, initargs=(_otel.active(),))
+            return multiprocessing.get_context("fork")
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(_PRELOAD)
+        return context
 
-    @staticmethod
-    def _progress(joblog: JobLog, run_id: str, total: int, chunks: int,
-                  elapsed: float) -> Progress:
-        latest = [r for r in joblog.latest_jobs(run_id) if r.kind == "render"]
-        return Progress(run_id=run_id, total_frames=total,
-                        frames_done=sum(r.frames for r in latest), chunks=chunks,
+
+class _Drive:
+    """Renders a list of chunks in worker processes, retrying lost ones; the failures."""
+
+    def __init__(self, runner: LocalRunner, env: Mapping[str, str], joblog: JobLog, lease: Lease,
+                 chunks: list[Chunk], *, total: int, on_progress: ProgressCallback | None) -> None:
+        self.runner = runner
+        self.env = env
+        self.run_id = env[config.RUN_ID]
+        self.joblog = joblog
+        self.lease = lease
+        self.queue = deque(_Task(c) for c in chunks)
+        self.chunks = len(chunks)
+        self.total = total
+        self.on_progress = on_progress
+        self.timeout = JobEnv.from_environ({**env, config.JOB_TYPE: "encode"}).frame_timeout
+        self.workers: list[_Worker] = []
+        self.failures: list[JobOutcome] = []
+        self.cancelled = False
+        self._context: BaseContext | None = None
+        self._spawned = 0
+
+    def render(self) -> list[JobOutcome]:
+        if not self.queue:
+            return []
+        self._context = self.runner._context()
+        began = last_renew = last_check = time.monotonic()
+        try:
+            for _ in range(min(self.runner.workers, len(self.queue))):
+                self._spawn()
+            while self.queue or any(w.task for w in self.workers):
+                self._dispatch()
+                ready = wait_for([w.conn for w in self.workers if w.task] +
+                                 [w.process.sentinel for w in self.workers], timeout=POLL_SECONDS)
+                for worker in list(self.workers):
+                    if worker.conn in ready or worker.process.sentinel in ready:
+                        self._collect(worker)
+                    elif worker.task and self.timeout and \
+                            worker.silent_for() > self.timeout + KILL_GRACE_SECONDS:
+                        worker.kill()  # stuck in native code: its own watch could not stop it
+                        self._lost(worker, stuck=True)
+                now = time.monotonic()
+                if now - last_renew >= HEARTBEAT_SECONDS:
+                    last_renew = now
+                    with contextlib.suppress(Exception):
+                        self.lease = self.joblog.renew_lease(self.lease) or self.lease
+                if now - last_check >= CANCEL_CHECK_SECONDS:
+                    last_check = now
+                    if self._cancel_requested():
+                        self._stop_all()
+                        return []
+                if self.on_progress is not None:
+                    with tracing.untraced():  # polling is waiting, not work: no spans
+                        self.on_progress(self._progress(now - began))
+        except KeyboardInterrupt:
+            self._stop_all()
+            raise
+        finally:
+            for worker in self.workers:
+                worker.stop()
+            self.workers.clear()
+        return self.failures
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def _spawn(self) -> _Worker:
+        assert self._context is not None
+        self._spawned += 1
+        worker = _Worker(self._context, self._spawned, self.run_id)
+        self.workers.append(worker)
+        return worker
+
+    def _dispatch(self) -> None:
+        for worker in self.workers:
+            if worker.task is None and self.queue:
+                task = self.queue.popleft()
+                task.tries += 1
+                task.sent_at = now_iso()
+                worker.send(task, {**self.env, config.JOB_TYPE: "render",
+                                   config.ARRAY_INDEX: str(task.chunk.index)})
+
+    def _collect(self, worker: _Worker) -> None:
+        """The worker answered, or died."""
+        outcome: JobOutcome | None = None
+        if worker.task is not None and worker.conn.poll():
+            with contextlib.suppress(EOFError, OSError):
+                outcome = worker.conn.recv()
+        if outcome is None:
+            if worker.process.is_alive():
+                worker.process.join(1)
+            if worker.task is not None or not worker.process.is_alive():
+                self._lost(worker)
+            return
+        task, worker.task = worker.task, None
+        assert task is not None
+        if outcome.succeeded:
+            return
+        if outcome.exit_code == 2 or task.tries >= config.MAX_ATTEMPTS:
+            self.failures.append(outcome)  # a sketch error or bad input: a retry cannot help
+            return
+        self.runner.announce(f"{outcome.error.splitlines()[0]}; retrying "
+                             f"(attempt {task.tries + 1} of {config.MAX_ATTEMPTS})")
+        self.queue.appendleft(task)
+
+    def _lost(self, worker: _Worker, *, stuck: bool = False) -> None:
+        """A worker died (or was killed): record its attempt, retry its chunk, replace it."""
+        task, frame = worker.task, worker.frame
+        exitcode = worker.process.exitcode
+        self.workers.remove(worker)
+        worker.close()
+        if task is not None:
+            error = self._record_lost(task, frame, worker, exitcode, stuck=stuck)
+            if task.tries < config.MAX_ATTEMPTS:
+                self.runner.announce(f"{error.splitlines()[0]}; retrying (attempt "
+                                     f"{task.tries + 1} of {config.MAX_ATTEMPTS})")
+                self.queue.appendleft(task)
+            else:
+                self.failures.append(JobOutcome(job=f"render:{task.chunk.index}",
+                                                run_id=self.run_id, succeeded=False,
+                                                index=task.chunk.index, exit_code=1, error=error))
+        if self.queue and len(self.workers) < self.runner.workers:
+            self._spawn()
+
+    def _record_lost(self, task: _Task, frame: int | None, worker: _Worker,
+                     exitcode: int | None, *, stuck: bool) -> str:
+        """Record the dead worker's attempt FAILED, unless it recorded why itself (its frame
+        timeout); the error the user sees."""
+        job = f"render:{task.chunk.index}"
+        attempts = [r for r in self.joblog.jobs(self.run_id)
+                    if r.job == job and r.started_at >= task.sent_at]
+        record = max(attempts, key=lambda r: r.attempt, default=None)
+        if record is not None and record.status == "FAILED" and record.error:
+            # It said why before it went (its frame timeout, sys.exit in the sketch).
+            head, _, rest = record.error.partition("\n")
+            if not stuck and "frame timeout" not in head:
+                head += f" (its worker, pid {worker.process.pid}, {how_it_ended(exitcode)})"
+            return f"{head}\n{rest}".rstrip()
+        where = f"while rendering frame {frame}" if frame is not None else "before it began"
+        if stuck:
+            why = (f"frame {frame} took longer than the frame timeout of {self.timeout:g} s "
+                   f"(--frame-timeout, {config.FRAME_TIMEOUT}) and its worker, pid "
+                   f"{worker.process.pid}, was killed")
+        else:
+            why = f"lost: its worker process, pid {worker.process.pid}, {how_it_ended(exitcode)} {where}"
+        error = f"{describe_chunk(task.chunk)}: {why}"
+        if record is not None and record.status not in TERMINAL_STATUSES:
+            with contextlib.suppress(StatusConflict):
+                self.joblog.update_job(record, status="FAILED", error=error)
+        return error
+
+    def _cancel_requested(self) -> bool:
+        with tracing.untraced():
+            run = self.joblog.get_run(self.run_id)
+        return bool(run and run.cancelled_at)
+
+    def _stop_all(self) -> None:
+        """Kill every worker at once and record the attempts in flight CANCELLED."""
+        self.cancelled = True
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C waits
+        try:
+            in_flight = [f"render:{w.task.chunk.index}" for w in self.workers if w.task]
+            for worker in self.workers:
+                worker.kill()
+            self.workers.clear()
+            self.queue.clear()
+            with contextlib.suppress(Exception):
+                close_open_attempts(self.joblog, self.run_id, status="CANCELLED",
+                                    error=_CANCELLED, jobs=in_flight)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _progress(self, elapsed: float) -> Progress:
+        latest = [r for r in self.joblog.latest_jobs(self.run_id) if r.kind == "render"]
+        return Progress(run_id=self.run_id, total_frames=self.total,
+                        frames_done=sum(r.frames for r in latest), chunks=self.chunks,
                         chunks_done=sum(r.status == "SUCCEEDED" for r in latest), elapsed=elapsed)
+
+
+def _chunks(total: int, per_job: int) -> list[Chunk]:
+    return [Chunk(i, start, min(start + per_job, total))
+            for i, start in enumerate(range(0, total, per_job))]
+
+
+@contextlib.contextmanager
+def _kept(joblog: JobLog, lease: Lease) -> Iterator[None]:
+    """Renew the lease from a thread while a job runs in this process (plan, encode); the
+    thread has ended when the block does, so workers can still be forked afterwards."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        try:
+            while not stop.wait(HEARTBEAT_SECONDS):
+                with contextlib.suppress(Exception), tracing.untraced():
+                    joblog.renew_lease(lease, seconds=LEASE_SECONDS)
+        finally:
+            joblog.release_thread()
+
+    thread = threading.Thread(target=renew, daemon=True, name="framefarm-lease")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _is_framefarm(pid: int) -> bool:
+    """True when process `pid` runs framefarm (a lease's pid, checked before it is signalled)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"framefarm" in f.read()
+    except OSError:
+        return False

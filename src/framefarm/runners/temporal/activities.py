@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import os
-import select
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, replace
@@ -25,6 +22,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from framefarm import config
+from framefarm._procs import die_with
 from framefarm.errors import UserError
 from framefarm.job import JobEnv, run_job
 from framefarm.joblog import JobLog, StatusConflict, open_joblog
@@ -55,37 +53,6 @@ def start_process(cpus: int, traced: bool, worker_pid: int) -> None:
     _process["cpus"] = cpus
     die_with(worker_pid)
     _start_worker(traced)
-
-
-def die_with(pid: int) -> None:
-    """End this process as soon as process `pid`, its worker, ends.
-
-    The pool's processes and the heartbeat manager come from the forkserver, which outlives a
-    worker that was killed (SIGKILL, the OOM killer) while they run, and they ignore the
-    signals meant for the worker: without this they would linger, a job finishing for nobody.
-    """
-
-    def watch() -> None:
-        try:
-            ended = os.pidfd_open(pid)  # Linux 5.3+: readable when the process ends
-        except (AttributeError, OSError):
-            while _running(pid):
-                time.sleep(1.0)
-        else:
-            select.select([ended], [], [])
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="framefarm-worker-watch").start()
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 @activity.defn(name="plan")

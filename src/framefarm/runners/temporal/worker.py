@@ -30,6 +30,7 @@ from temporalio.worker import SharedStateManager, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from framefarm import _otel, config
+from framefarm._procs import die_with
 from framefarm.errors import UserError
 from framefarm.runners.local import default_workers
 from framefarm.runners.temporal import activities
@@ -74,7 +75,7 @@ class JobPool:
         kept = {signum: signal.signal(signum, signal.SIG_IGN) for signum in stops} if shielded else {}
         try:
             self.manager = SyncManager(ctx=context)
-            self.manager.start(activities.die_with, (os.getpid(),))
+            self.manager.start(die_with, (os.getpid(),))
             self.executor = ProcessPoolExecutor(max_workers=self.processes, mp_context=context,
                                                 initializer=activities.start_process,
                                                 initargs=(cpus, _otel.active(), os.getpid()))

@@ -1,0 +1,82 @@
+"""`framefarm resume RUN` and `framefarm cancel RUN`: finish or stop a run, whichever runner
+started it (the run's record in the job log names it and its settings)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+
+from framefarm import config
+from framefarm.errors import UserError
+from framefarm.joblog import JobLog, open_joblog
+from framefarm.lifecycle import chunks_to_render
+from framefarm.model import RunRecord
+from framefarm.report import load_report
+from framefarm.runners import ResumeRequest, reopen_runner
+from framefarm.steps.plan import read_plan_and_hash
+from framefarm.storage import open_storage
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run `framefarm resume` or `framefarm cancel`; the exit code."""
+    joblog = open_joblog(str(config.resolve(args.joblog, config.JOBLOG,
+                                            config.default_joblog_url())))
+    run = joblog.get_run(args.run_id)
+    if run is None:
+        raise UserError(f"run {args.run_id!r} is not in the job log {joblog.url}: see "
+                        "`framefarm runs` (or give --joblog)")
+    if args.command == "cancel":
+        return cancel(run, joblog)
+    return resume(run, joblog, args)
+
+
+def cancel(run: RunRecord, joblog: JobLog) -> int:
+    """Mark the run cancelled and have its runner stop its driver and jobs."""
+    status = (load_report(joblog, run.run_id) or {}).get("status", "")
+    if status == "SUCCEEDED":
+        print(f"run {run.run_id} already SUCCEEDED: nothing to cancel ({run.output})")
+        return 0
+    marked = joblog.mark_cancelled(run.run_id) or run
+    said = reopen_runner(marked).cancel(marked, joblog=joblog)
+    print(f"run {run.run_id}: CANCELLED ({said}); `framefarm resume {run.run_id}` finishes it")
+    return 0
+
+
+def resume(run: RunRecord, joblog: JobLog, args: argparse.Namespace) -> int:
+    """Render the run's chunks that have no verified segment, then encode it."""
+    from framefarm._render_cmd import announce, drive
+
+    began = time.perf_counter()
+    storage = open_storage(str(config.resolve(args.storage, config.STORAGE,
+                                              config.default_storage_url())))
+    plan, digest = read_plan_and_hash(run.run_id, storage) if run.plan else (None, "")
+    if plan is None:
+        raise UserError(f"run {run.run_id} failed before it was planned, so there is nothing to "
+                        "resume: render it again (under a new --run-id)")
+    todo = tuple(chunks_to_render(plan, digest, storage=storage, joblog=joblog))
+    output = run.output or plan.output
+    report = load_report(joblog, run.run_id) or {}
+    if not todo and report.get("status") == "SUCCEEDED":
+        print(f"run {run.run_id} already SUCCEEDED -> {output}")
+        return 0
+    if run.cancelled_at:  # resuming a cancelled run starts it again
+        run = replace(run, cancelled_at="")
+        joblog.put_run(run)
+    env = {config.RUN_ID: run.run_id, config.STORAGE: storage.url, config.JOBLOG: joblog.url,
+           config.OUTPUT: plan.output or output}
+    if args.frame_timeout is not None:
+        env[config.FRAME_TIMEOUT] = f"{args.frame_timeout:g}"
+    elif run.settings.get(config.FRAME_TIMEOUT):
+        env[config.FRAME_TIMEOUT] = run.settings[config.FRAME_TIMEOUT]
+    options: dict[str, object] = {"workers": args.workers} if args.workers else {}
+    if (run.runner or "local") in ("local", "temporal"):
+        options["announce"] = announce
+    runner = reopen_runner(run, **options)
+    print(f"framefarm: resuming run {run.run_id}: {len(todo)} of {plan.size} chunks to render",
+          file=sys.stderr, flush=True)
+    return drive(lambda context, on_progress: runner.resume(
+        ResumeRequest(run=run, env={**env, **context}, chunks=todo), on_progress=on_progress),
+        runner=run.runner or "local", storage=storage, joblog=joblog, began=began,
+        output=plan.output or output)
