@@ -34,7 +34,8 @@ def render(sketch: str, output: str | Path, *, frames: int | None = None,
            storage: str | None = None, joblog: str | None = None, crf: int | None = None,
            preset: str | None = None, run_id: str | None = None, keep_frames: bool = False,
            runner: str = "local") -> RunResult:
-    """Render `sketch` to the video `output`; raises SketchError/UserError when the run fails."""
+    """Render `sketch` to the video `output`; raises SketchError/UserError when the run fails,
+    KeyboardInterrupt when it was stopped (Ctrl-C, `framefarm cancel`)."""
     env = contract_env(
         sketch=str(Path(sketch).resolve()) if Path(sketch).is_file() else sketch,
         output=Path(output).expanduser().resolve(),
@@ -43,6 +44,9 @@ def render(sketch: str, output: str | Path, *, frames: int | None = None,
         frames=frames, per_job=per_job, fps=fps, size=size, crf=crf, preset=preset,
         run_id=run_id, keep_frames=keep_frames)
     result = open_runner(runner, workers=workers).run(RunRequest(env=env))
+    if result.cancelled:
+        raise KeyboardInterrupt(f"run {result.run_id} was cancelled: framefarm resume "
+                                f"{result.run_id} finishes it")
     if not result.succeeded:
         first = result.failures[0] if result.failures else None
         text = first.error if first else f"run {result.run_id} failed"

@@ -4,11 +4,13 @@ which attempts are lost (silent for longer than their timeout), and the job-side
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from framefarm.integrity import SegmentDigest, check_segment
 from framefarm.joblog import JobLog
+from framefarm.joblog._base import process_alive
 from framefarm.model import TERMINAL_STATUSES, JobRecord, Plan
 from framefarm.steps._keys import segment_key
 from framefarm.storage import Storage
@@ -17,6 +19,8 @@ HEARTBEAT_SECONDS = 5.0
 """How often a running attempt writes its heartbeat (and frames done) to the job log."""
 LOST_AFTER_SECONDS = 60.0
 """An attempt whose heartbeat is older than this is lost: its process is gone."""
+PID_PREFIX = "pid:"
+"""The runner id of a job the local runner ran in process `pid:{pid}` of its host."""
 
 
 def expected_segments(records: Iterable[JobRecord]) -> dict[int, SegmentDigest]:
@@ -74,6 +78,10 @@ def lost(record: JobRecord, *, now: datetime | None = None,
     """True when a running attempt has said nothing for longer than `after` seconds."""
     if record.status != "RUNNING":
         return False
+    if record.runner_id.startswith(PID_PREFIX) and record.host == socket.gethostname():
+        pid = record.runner_id.removeprefix(PID_PREFIX)
+        if pid.isdigit() and not process_alive(int(pid)):
+            return True
     last = record.heartbeat_at or record.started_at
     return bool(last) and _age(last, now or datetime.now(UTC)) > after
 
@@ -81,8 +89,11 @@ def lost(record: JobRecord, *, now: datetime | None = None,
 def lost_reason(record: JobRecord) -> str:
     """The error of an attempt found lost."""
     last = record.heartbeat_at or record.started_at
-    return (f"lost: {record.job} attempt {record.attempt} on {record.host or 'an unknown host'} "
-            f"has not sent a heartbeat since {last}; its process is gone")
+    where = record.host or "an unknown host"
+    if record.runner_id.startswith(PID_PREFIX):
+        where = f"{where} ({record.runner_id.replace(PID_PREFIX, 'pid ')})"
+    return (f"lost: {record.job} attempt {record.attempt} on {where} has not sent a heartbeat "
+            f"since {last}; its process is gone")
 
 
 def with_lost(records: Sequence[JobRecord]) -> list[JobRecord]:

@@ -40,7 +40,7 @@ from framefarm.integrity import describe_chunk
 from framefarm.job import JobEnv, run_job
 from framefarm.joblog import JobLog, StatusConflict, now_iso, open_joblog
 from framefarm.joblog._base import LEASE_SECONDS, process_alive
-from framefarm.lifecycle import HEARTBEAT_SECONDS, close_open_attempts
+from framefarm.lifecycle import HEARTBEAT_SECONDS, PID_PREFIX, close_open_attempts
 from framefarm.model import TERMINAL_STATUSES, Chunk, JobOutcome, Lease, RunRecord
 from framefarm.runners._base import (
     Progress,
@@ -60,6 +60,19 @@ KILL_GRACE_SECONDS = 5.0
 own watch stops it first, unless native code holds the interpreter)."""
 _PRELOAD = ["framefarm.job", "numpy", "av", "PIL.Image"]
 _CANCELLED = "cancelled: the run was stopped (Ctrl-C, SIGTERM or `framefarm cancel`)"
+_SCRATCH_PREFIX = "framefarm-driver"
+"""Worker scratch folders are named framefarm-driver{pid}-{run}-w{n}-…, after their driver."""
+
+
+def sweep_scratch() -> None:
+    """Remove the scratch folders of drivers that are gone (a driver killed with SIGKILL
+    cannot remove its workers' partial segments itself)."""
+    root = Path(tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for folder in root.glob(f"{_SCRATCH_PREFIX}*-w*-*"):
+            pid = folder.name.removeprefix(_SCRATCH_PREFIX).partition("-")[0]
+            if pid.isdigit() and not process_alive(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def default_workers() -> int:
@@ -112,7 +125,10 @@ def run_contract_job(env: Mapping[str, str],
                      on_frame: Callable[[int], None] | None = None) -> JobOutcome:
     """Run one job from its job-contract variables (the worker processes' entry point)."""
     storage, joblog = _open(env)
-    return run_job(JobEnv.from_environ(env), storage=storage, joblog=joblog, on_frame=on_frame)
+    # The process is the job's runner id, so a reader on this machine knows at once when it
+    # is gone (lifecycle.lost).
+    contract = replace(JobEnv.from_environ(env), runner_id=f"{PID_PREFIX}{os.getpid()}")
+    return run_job(contract, storage=storage, joblog=joblog, on_frame=on_frame)
 
 
 def _worker_main(conn: Connection, state: Any, scratch: str, traced: bool, parent: int) -> None:
@@ -163,7 +179,8 @@ class _Worker:
     """One worker process, the pipe to it, and its shared state and scratch folder."""
 
     def __init__(self, context: BaseContext, number: int, run_id: str) -> None:
-        self.scratch = Path(tempfile.mkdtemp(prefix=f"framefarm-{run_id[:40]}-w{number}-"))
+        self.scratch = Path(tempfile.mkdtemp(
+            prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-{run_id[:40]}-w{number}-"))
         self.state = context.Array("d", 2, lock=False)
         self.conn, child = context.Pipe()
         self.process: BaseProcess = context.Process(  # type: ignore[attr-defined]
@@ -259,6 +276,10 @@ class LocalRunner(Runner):
         chunks = [c for c in _chunks(total, per_job) if c.index in wanted]
         with self._lease(joblog, run_id) as lease:
             joblog.put_run(replace(joblog.get_run(run_id) or request.run, runner=self.name))
+            # Holding the lease, nobody else drives the run: what still shows running is lost.
+            close_open_attempts(joblog, run_id, status="FAILED",
+                                error="lost: still recorded as running when the run was resumed; "
+                                      "its process had gone (the command was killed)")
             return self._render_and_encode(env, lease, chunks, total=total, plan=None,
                                            on_progress=on_progress)
 
@@ -362,6 +383,7 @@ class _Drive:
     def render(self) -> list[JobOutcome]:
         if not self.queue:
             return []
+        sweep_scratch()
         self._context = self.runner._context()
         began = last_renew = last_check = time.monotonic()
         try:
