@@ -144,7 +144,7 @@ def test_a_killed_worker_costs_only_its_chunk(workdir: Path, farm: Callable[...,
     wait_until(lambda: frames_done(workdir, "killw") >= 15)
     victim = workers_of(proc)[0]
     victim.send_signal(signal.SIGKILL)
-    out, err = proc.communicate(timeout=120)
+    _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert_video(workdir / "killw.mp4", 80)
     report = status("killw", workdir)
@@ -222,7 +222,7 @@ def test_ctrl_c_stops_at_once_and_resume_finishes(workdir: Path,
     assert pids
     os.killpg(proc.pid, signal.SIGINT)  # the terminal sends Ctrl-C to the whole group
     began = time.monotonic()
-    out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=30)
     took = time.monotonic() - began
     assert proc.returncode == 130, err
     assert took < 2.0, f"Ctrl-C took {took:.2f} s"
@@ -288,7 +288,7 @@ def test_cancel_from_another_shell(workdir: Path, farm: Callable[..., dict[str, 
     done = run_cli("cancel", "cancel", cwd=workdir)
     assert done.returncode == 0, done.stderr
     assert f"stopped its driver, pid {proc.pid}" in done.stdout
-    out, err = proc.communicate(timeout=30)
+    _out, _err = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert gone(pids)
     report = status("cancel", workdir)
@@ -307,7 +307,7 @@ def test_two_renders_of_one_run_at_once(workdir: Path, farm: Callable[..., dict[
     assert f"pid {first.pid}" in second.stderr and "being rendered by" in second.stderr
     resume = run_cli("resume", "twice", cwd=workdir, env=farm())
     assert resume.returncode == 2 and f"pid {first.pid}" in resume.stderr
-    out, err = first.communicate(timeout=120)
+    _out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
     assert_video(workdir / "twice.mp4", 100)
 
@@ -387,7 +387,7 @@ def test_a_locked_job_log_fails_no_chunk(workdir: Path, farm: Callable[..., dict
          "c.execute('ROLLBACK')", str(workdir / "framefarm-data" / "joblog.sqlite3"), str(hold)],
         timeout=hold + 30, check=True)
     assert holder.returncode == 0
-    out, err = proc.communicate(timeout=240)
+    _out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err
     assert_video(workdir / "locked.mp4", 120)
     report = status("locked", workdir)
