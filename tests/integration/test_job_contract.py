@@ -4,6 +4,7 @@ the render jobs in a shuffled order — as AWS Batch would start them."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,61 @@ def test_a_render_job_without_an_index_renders_a_one_chunk_plan_only(workdir: Pa
                                            "FRAMEFARM_RUN_ID": runs["6"]})
     assert two.returncode == 2
     assert f"AWS_BATCH_JOB_ARRAY_INDEX is not set: run {runs['6']} has 2 chunks" in two.stderr
+
+
+def _planned(workdir: Path, sketch: Path, frames: int = 12, per_job: int = 4) -> tuple[dict[str, str], str]:
+    base = {"FRAMEFARM_STORAGE": (workdir / "bucket").as_uri(),
+            "FRAMEFARM_JOBLOG": f"sqlite:///{workdir}/log.db"}
+    plan = run_cli("job", cwd=workdir, env={
+        **base, "JOB_TYPE": "plan", "FRAMEFARM_SKETCH": str(sketch), "TOTAL_FRAMES": str(frames),
+        "FRAMES_PER_RENDER_JOB": str(per_job), "FRAMEFARM_WIDTH": "64", "FRAMEFARM_HEIGHT": "48"})
+    assert plan.returncode == 0, plan.stderr
+    return base, plan.stdout.strip()
+
+
+def test_an_index_outside_the_plan_is_one_line(workdir: Path) -> None:
+    base, run_id = _planned(workdir, EXAMPLES / "plasma.py")
+    for index in ("3", "-1"):
+        render = run_cli("job", cwd=workdir, env={**base, "JOB_TYPE": "render",
+                                                  "FRAMEFARM_RUN_ID": run_id,
+                                                  "AWS_BATCH_JOB_ARRAY_INDEX": index})
+        assert render.returncode == 2
+        assert "AWS_BATCH_JOB_ARRAY_INDEX" in render.stderr and "Traceback" not in render.stderr
+
+
+def test_a_resumed_array_renders_the_listed_chunks(workdir: Path) -> None:
+    """FRAMEFARM_CHUNKS=2,0: array child 0 renders chunk 2, child 1 chunk 0."""
+    base, run_id = _planned(workdir, EXAMPLES / "plasma.py")
+    for child in (0, 1):
+        render = run_cli("job", cwd=workdir, env={**base, "JOB_TYPE": "render",
+                                                  "FRAMEFARM_RUN_ID": run_id,
+                                                  "FRAMEFARM_CHUNKS": "2,0",
+                                                  "AWS_BATCH_JOB_ARRAY_INDEX": str(child)})
+        assert render.returncode == 0, render.stderr
+    jobs = open_joblog(base["FRAMEFARM_JOBLOG"]).jobs(run_id)
+    assert sorted(j.job for j in jobs if j.kind == "render") == ["render:0", "render:2"]
+    beyond = run_cli("job", cwd=workdir, env={**base, "JOB_TYPE": "render", "FRAMEFARM_RUN_ID": run_id,
+                                              "FRAMEFARM_CHUNKS": "2,0",
+                                              "AWS_BATCH_JOB_ARRAY_INDEX": "2"})
+    assert beyond.returncode == 2 and "FRAMEFARM_CHUNKS" in beyond.stderr
+
+
+def test_a_container_honours_the_frame_timeout(workdir: Path, write_sketch: Callable[..., Path]) -> None:
+    """A frame that never returns ends the render job with exit 1 (so AWS Batch retries it),
+    recorded FAILED naming the frame."""
+    sketch = write_sketch("""
+        import time
+        import numpy as np
+        def render(ctx):
+            if ctx.frame == 6:
+                time.sleep(3600)
+            return np.zeros((ctx.height, ctx.width, 3), np.uint8)
+    """)
+    base, run_id = _planned(workdir, sketch)
+    render = run_cli("job", cwd=workdir, timeout=60, env={
+        **base, "JOB_TYPE": "render", "FRAMEFARM_RUN_ID": run_id, "AWS_BATCH_JOB_ARRAY_INDEX": "1",
+        "FRAMEFARM_FRAME_TIMEOUT": "1.5"})
+    assert render.returncode == 1
+    assert "chunk 1 (frames 4-7): frame 6 took longer than the frame timeout of 1.5 s" in render.stderr
+    (record,) = [j for j in open_joblog(base["FRAMEFARM_JOBLOG"]).jobs(run_id) if j.job == "render:1"]
+    assert record.status == "FAILED" and "frame 6" in record.error
