@@ -466,9 +466,9 @@ class _Drive:
     def _lost(self, worker: _Worker, *, stuck: bool = False) -> None:
         """A worker died (or was killed): record its attempt, retry its chunk, replace it."""
         task, frame = worker.task, worker.frame
+        worker.kill()  # gone already, or silent with its pipe closed: either way, done
         exitcode = worker.process.exitcode
         self.workers.remove(worker)
-        worker.close()
         if task is not None:
             error = self._record_lost(task, frame, worker, exitcode, stuck=stuck)
             if task.tries < config.MAX_ATTEMPTS:
