@@ -1,7 +1,7 @@
 """The job log when things go wrong for real: processes that create or migrate one file at once,
-another process holding it locked, a full disk, a read-only file system. What a user sees is
-checked: every write lands, or one line that names the job log and the cause, with the exit code
-that says whether a retry may help."""
+another process holding it locked, a full disk, a read-only file system, a DynamoDB that
+throttles or cannot be reached. What a user sees is checked: every write lands, or one line
+that names the job log and the cause, with the exit code that says whether a retry may help."""
 
 from __future__ import annotations
 
@@ -18,10 +18,13 @@ from typing import Any
 
 import pytest
 
+from framefarm import _aws
 from framefarm.errors import TransientError, UserError
 from framefarm.joblog import open_joblog
+from framefarm.joblog.dynamodb import DynamoDBJobLog
 from framefarm.joblog.sqlite import SqliteJobLog
 from framefarm.model import RunRecord
+from tests.contract.moto_serial import SerialMoto, serial_moto
 
 pytestmark = pytest.mark.integration
 
@@ -307,3 +310,75 @@ def test_a_file_that_is_not_a_job_log_stays_a_user_error(tmp_path: Path) -> None
         open_joblog(f"sqlite:///{path}")
     assert one_line(caught.value).startswith(f"cannot open job log {path} (file is not a database)")
     assert caught.value.exit_code == 2
+
+
+# -- DynamoDB that throttles, fails or cannot be reached ------------------------------------------
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[SerialMoto]:
+    with serial_moto() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def moto_server(server: SerialMoto) -> str:
+    """The AWS fixtures' moto server: the one whose answers these tests can turn into errors."""
+    return server.url
+
+
+@pytest.fixture
+def few_attempts(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """botocore's attempts per call, fewer than framefarm's (so its backoff is short)."""
+    monkeypatch.setattr(_aws, "MAX_ATTEMPTS", 2)
+    _aws.reset()
+    yield 2
+    _aws.reset()
+
+
+@pytest.mark.parametrize(("code", "status"), [
+    ("ProvisionedThroughputExceededException", 400), ("ThrottlingException", 400),
+    ("RequestLimitExceeded", 400), ("InternalServerError", 500), ("ServiceUnavailable", 503)])
+def test_dynamodb_that_keeps_failing_is_one_transient_line(
+        server: SerialMoto, joblog_table: str, few_attempts: int, code: str, status: int) -> None:
+    joblog = DynamoDBJobLog(joblog_table)
+    server.fault(code, status=status)
+    try:
+        with pytest.raises(TransientError) as caught:
+            joblog.start_job(run_id=RUN, kind="plan")
+        assert server.faulted() == few_attempts  # botocore retried it first, as configured
+    finally:
+        server.clear()
+    message = one_line(caught.value)
+    assert f"the job log dynamodb://{joblog_table} ({code}) after {few_attempts} attempts" in message
+    assert caught.value.exit_code == 1
+    _aws.reset()  # a new client: this one's adaptive rate limit would slow the checks below
+    assert joblog.jobs(RUN) == []
+    assert joblog.start_job(run_id=RUN, kind="plan").attempt == 1  # a retry later passes
+
+
+def test_dynamodb_throttling_within_botocores_retries_is_not_seen(
+        server: SerialMoto, joblog_table: str) -> None:
+    joblog = DynamoDBJobLog(joblog_table)
+    server.fault("ProvisionedThroughputExceededException", times=2)
+    try:
+        record = joblog.start_job(run_id=RUN, kind="plan")
+        assert server.faulted() == 2
+    finally:
+        server.clear()
+    assert joblog.jobs(RUN) == [record]
+
+
+def test_dynamodb_out_of_reach_is_one_transient_line(
+        joblog_table: str, few_attempts: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    _aws.reset()
+    with pytest.raises(TransientError) as caught:
+        DynamoDBJobLog(joblog_table).get_run("r")
+    message = one_line(caught.value)
+    assert message.startswith(f"cannot reach DynamoDB for the job log dynamodb://{joblog_table} (")
+    assert f"127.0.0.1:{port}" in message and caught.value.exit_code == 1

@@ -23,6 +23,11 @@ An item holds at most 400 KB. A run item stays small at any size of video: its p
 chunks from `total_frames` and `frames_per_job` instead of listing them (about 0.5 KB for a
 million frames). A job's `error` (a traceback) is cut to its last ERROR_LIMIT bytes, so a huge
 one cannot make the FAILED update itself fail and leave the attempt RUNNING.
+
+Faults: botocore retries throttling and server errors itself (framefarm._aws: adaptive mode,
+MAX_ATTEMPTS in all); one that outlasts those retries, or a DynamoDB that cannot be reached, is a
+TransientError (exit 1: a later retry may pass); a missing table or refused credentials are a
+UserError (exit 2). Each is one line naming the job log and the cause.
 """
 
 from __future__ import annotations
@@ -36,9 +41,11 @@ from typing import Any, NoReturn
 from urllib.parse import parse_qs
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
+from botocore.exceptions import HTTPClientError
 
 from framefarm import _aws, config
-from framefarm.errors import UserError
+from framefarm.errors import TransientError, UserError
 from framefarm.joblog._base import JobLog
 from framefarm.model import JobRecord, Lease, RunRecord
 
@@ -46,6 +53,10 @@ RUNS_INDEX = "runs"
 ERROR_LIMIT = 100_000
 """Bytes of a job's error text kept: the end, where the exception is."""
 _FIELDS = frozenset(f.name for f in fields(JobRecord))
+_THROTTLED = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException",
+                        "RequestLimitExceeded"})
+_UNAVAILABLE = frozenset({"InternalServerError", "ServiceUnavailable", "InternalFailure",
+                          "ServiceUnavailableException"})
 _NO_TIME = "0"
 """The `runs` index sort key of a run recorded without a creation time (sorts oldest)."""
 
@@ -114,6 +125,18 @@ class DynamoDBJobLog(JobLog):
                     "InvalidSignatureException", "ExpiredTokenException"):
             raise UserError(f"DynamoDB refused access to {self.url} ({code}): check the AWS "
                             f"credentials and their policy, or set {config.JOBLOG}") from None
+        attempts = f"after {_aws.MAX_ATTEMPTS} attempts"
+        if code in _THROTTLED:
+            raise TransientError(f"DynamoDB throttled the job log {self.url} ({code}) {attempts}: "
+                                 "try again later, or give the table more capacity") from None
+        if code in _UNAVAILABLE:
+            raise TransientError(f"DynamoDB failed on the job log {self.url} ({code}) {attempts}: "
+                                 "try again later") from None
+        if isinstance(exc, (BotocoreConnectionError, HTTPClientError)):
+            reason = " ".join(str(exc).split())  # one line
+            raise TransientError(f"cannot reach DynamoDB for the job log {self.url} ({reason}) "
+                                 f"{attempts}: check the network (and AWS_ENDPOINT_URL if set), "
+                                 "then try again") from None
         raise exc
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
