@@ -6,24 +6,39 @@ then runs against that backend.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from framefarm.errors import UserError
+from framefarm.errors import LeaseHeld, UserError
 from framefarm.joblog import JobLog, StatusConflict, open_joblog
-from framefarm.model import STATUSES, TERMINAL_STATUSES, JobRecord, RunRecord, can_move
+from framefarm.joblog._base import LEASE_SECONDS
+from framefarm.model import STATUSES, TERMINAL_STATUSES, JobRecord, Lease, RunRecord, can_move
 
 RUN = "run-1"
+LEASE_RACERS = 4
+LEASE_RACES = 10  # runs every racer tries to take, half of them from a stale holder
 
 
 class JobLogContract:
     """Subclass and implement `make_joblog`; a fresh, empty job log per test."""
+
+    crosses_processes = True
+    """Whether other processes see the job log (they do not see one in memory)."""
 
     def make_joblog(self, tmp_path: Path) -> JobLog:
         raise NotImplementedError
@@ -42,6 +57,25 @@ class JobLogContract:
                         output="out.mp4", runner_ids={"render": "abc-123", "encode": "def-456"})
         joblog.put_run(run)
         assert joblog.get_run(RUN) == run
+
+    def test_run_lifecycle_fields_round_trip(self, joblog: JobLog) -> None:
+        run = RunRecord(run_id=RUN, created_at="2026-05-01T10:00:00.000Z", runner="batch",
+                        settings={"job_queue": "q-1", "region": "eu-west-1"},
+                        cancelled_at="2026-05-01T10:05:00.000Z")
+        joblog.put_run(run)
+        assert joblog.get_run(RUN) == run
+        assert joblog.runs() == [run]
+
+    def test_mark_cancelled_keeps_the_first_time(self, joblog: JobLog) -> None:
+        assert joblog.mark_cancelled("nope") is None
+        assert joblog.get_run("nope") is None
+        joblog.put_run(RunRecord(run_id=RUN, runner="local", settings={"workers": "2"}))
+        first = joblog.mark_cancelled(RUN)
+        assert first is not None and first.cancelled_at
+        time.sleep(0.01)  # a second cancel a moment later
+        assert joblog.mark_cancelled(RUN) == first
+        assert joblog.get_run(RUN) == first
+        assert (first.runner, first.settings) == ("local", {"workers": "2"})
 
     def test_missing_run(self, joblog: JobLog) -> None:
         assert joblog.get_run("nope") is None
@@ -141,6 +175,18 @@ class JobLogContract:
         assert (updated.frames, updated.outputs, updated.error) == (8, ("a", "b"), "boom: ü")
         assert (updated.trace_id, updated.runner_id, updated.host) == ("1-abc", "wf-9", "h2")
         assert joblog.get_job(RUN, "render:7", 1) == updated
+
+    def test_segment_and_heartbeat_fields_round_trip(self, joblog: JobLog) -> None:
+        record = joblog.start_job(run_id=RUN, kind="render", index=2, heartbeat_at="2026-01-01T00:00:01.000Z")
+        assert (record.sha256, record.bytes, record.plan_hash) == ("", 0, "")
+        beat = joblog.update_job(record, heartbeat_at="2026-01-01T00:00:06.000Z")
+        assert joblog.get_job(RUN, "render:2", 1) == beat
+        done = joblog.update_job(beat, status="SUCCEEDED", sha256="ab" * 32, bytes=123_456_789_012,
+                                 plan_hash="cd" * 32, frames=8)
+        assert (done.sha256, done.bytes, done.plan_hash) == ("ab" * 32, 123_456_789_012, "cd" * 32)
+        assert done.heartbeat_at == "2026-01-01T00:00:06.000Z"
+        assert joblog.get_job(RUN, "render:2", 1) == done
+        assert joblog.jobs(RUN) == [done]
 
     # -- updating jobs ------------------------------------------------------------------------
 
@@ -306,3 +352,155 @@ class JobLogContract:
         records = joblog.jobs(RUN)
         assert [r.attempt for r in records] == list(range(1, 61))
         assert all(r.status == "SUCCEEDED" and r.frames == r.attempt for r in records)
+
+    # -- the run's lease: one driver at a time --------------------------------------------------
+
+    def test_lease_is_taken_and_a_second_driver_refused(self, joblog: JobLog) -> None:
+        before = time.time()
+        lease = joblog.acquire_lease(RUN)
+        assert (lease.run_id, lease.host, lease.pid) == (RUN, socket.gethostname(), os.getpid())
+        assert lease.since and before + LEASE_SECONDS - 1 <= lease.expires_at <= time.time() + LEASE_SECONDS
+        assert joblog.lease(RUN) == lease
+        with pytest.raises(LeaseHeld) as caught:
+            joblog.acquire_lease(RUN)
+        message = str(caught.value)
+        assert f"pid {os.getpid()} on {socket.gethostname()} since {lease.since}" in message
+        assert f"framefarm cancel {RUN}" in message and "\n" not in message
+        assert caught.value.exit_code == 2
+        assert joblog.lease(RUN) == lease  # the refused driver changed nothing
+        assert joblog.lease("other") is None  # a lease is the run's own
+        assert joblog.acquire_lease("other").run_id == "other"
+
+    def test_lease_is_renewed(self, joblog: JobLog) -> None:
+        lease = joblog.acquire_lease(RUN, seconds=5)
+        renewed = joblog.renew_lease(lease, seconds=600)
+        assert renewed is not None
+        assert (renewed.token, renewed.since, renewed.pid) == (lease.token, lease.since, lease.pid)
+        assert renewed.expires_at >= lease.expires_at + 590
+        assert joblog.lease(RUN) == renewed
+        assert joblog.renew_lease(lease) is not None  # an older copy of one's own lease renews too
+
+    def test_lease_is_released(self, joblog: JobLog) -> None:
+        lease = joblog.acquire_lease(RUN)
+        joblog.release_lease(lease)
+        assert joblog.lease(RUN) is None
+        assert joblog.renew_lease(lease) is None
+        again = joblog.acquire_lease(RUN)
+        joblog.release_lease(lease)  # releasing a lease given up before leaves the new one alone
+        assert joblog.lease(RUN) == again
+
+    def test_expired_lease_is_taken_over(self, joblog: JobLog) -> None:
+        old = joblog.acquire_lease(RUN, seconds=0.2)
+        time.sleep(0.3)
+        assert joblog.lease(RUN) is None  # stale: as good as none
+        new = joblog.acquire_lease(RUN)
+        assert new.token != old.token and joblog.lease(RUN) == new
+        assert joblog.renew_lease(old) is None  # the old holder learns it lost the run
+        joblog.release_lease(old)
+        assert joblog.lease(RUN) == new
+
+    def test_lease_of_an_exited_process_is_taken_over(self, joblog: JobLog) -> None:
+        """A lease whose holder's process is gone from this machine is stale before it expires;
+        on another machine the pid says nothing, so only the expiry counts there."""
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+        dead_pid = int(gone.stdout)
+        here = Lease(run_id=RUN, token="t-dead", host=socket.gethostname(), pid=dead_pid,
+                     since="2026-01-01T00:00:00.000Z", expires_at=time.time() + 600)
+        assert joblog._swap_lease(RUN, here, expect=None)
+        assert joblog.lease(RUN) is None
+        mine = joblog.acquire_lease(RUN)
+        assert mine.pid == os.getpid()
+
+        elsewhere = Lease(run_id="r2", token="t-far", host="another-machine", pid=dead_pid,
+                          since="2026-01-01T00:00:00.000Z", expires_at=time.time() + 600)
+        assert joblog._swap_lease("r2", elsewhere, expect=None)
+        assert joblog.lease("r2") == elsewhere
+        with pytest.raises(LeaseHeld, match=f"pid {dead_pid} on another-machine since"):
+            joblog.acquire_lease("r2")
+
+    def test_lease_of_a_killed_driver_is_taken_over(self, joblog: JobLog) -> None:
+        """A driver in another process takes the lease (for ten minutes) and is SIGKILLed: the
+        lease is refused while it lives and taken over as soon as it is gone."""
+        if not self.crosses_processes:
+            pytest.skip("no other process sees this job log")
+        context: Any = multiprocessing.get_context("spawn")
+        reports = context.Queue()
+        driver = context.Process(target=_hold_lease, args=(joblog.url, RUN, reports))
+        driver.start()
+        try:
+            held = reports.get(timeout=120)
+            assert held == {"pid": driver.pid, "host": socket.gethostname()}
+            with pytest.raises(LeaseHeld, match=f"pid {driver.pid} on "):
+                joblog.acquire_lease(RUN)
+        finally:
+            os.kill(driver.pid, signal.SIGKILL)
+            driver.join(timeout=60)
+        assert driver.exitcode == -signal.SIGKILL
+        assert joblog.lease(RUN) is None
+        assert joblog.acquire_lease(RUN).pid == os.getpid()
+
+    def test_racing_drivers_exactly_one_wins(self, joblog: JobLog) -> None:
+        """Drivers race for the same runs, half of them held by a stale lease: each run goes
+        to exactly one, and every other driver is told who has it."""
+        runs = [f"race-{i}" for i in range(LEASE_RACES)]
+        stale = {run_id: joblog.acquire_lease(run_id, seconds=0.05) for run_id in runs[::2]}
+        time.sleep(0.1)
+        if self.crosses_processes:  # real processes, each with its own connection or client
+            context: Any = multiprocessing.get_context("spawn")
+            start, done, reports = (context.Barrier(LEASE_RACERS), context.Barrier(LEASE_RACERS + 1),
+                                    context.Queue())
+            racers: list[Any] = [context.Process(target=_race_for_leases,
+                                                 args=(joblog.url, runs, start, done, reports))
+                                 for _ in range(LEASE_RACERS)]
+        else:
+            start, done, reports = (threading.Barrier(LEASE_RACERS),
+                                    threading.Barrier(LEASE_RACERS + 1), queue.Queue())
+            racers = [threading.Thread(target=_race_for_leases,
+                                       args=(joblog.url, runs, start, done, reports))
+                      for _ in range(LEASE_RACERS)]
+        for racer in racers:
+            racer.start()
+        try:
+            got = [reports.get(timeout=120) for _ in racers]
+            for run_id in runs:
+                winners = [r for r in got if run_id in r["won"]]
+                assert len(winners) == 1, (run_id, got)
+                (winner,) = winners
+                lease = joblog.lease(run_id)  # while every racer still lives
+                assert lease is not None and lease.token == winner["won"][run_id]
+                assert lease.pid == winner["pid"]
+                if run_id in stale:
+                    assert lease.token != stale[run_id].token
+                for loser in got:
+                    if loser is not winner:
+                        assert f"pid {winner['pid']} on " in loser["lost"][run_id]
+        finally:
+            done.wait(timeout=120)
+            for racer in racers:
+                racer.join(timeout=60)
+        if self.crosses_processes:
+            assert [r.exitcode for r in racers] == [0] * LEASE_RACERS
+
+
+def _hold_lease(url: str, run_id: str, reports: Any) -> None:
+    """Take the run's lease for ten minutes, say so, and wait to be killed."""
+    lease = open_joblog(url).acquire_lease(run_id, seconds=600)
+    reports.put({"pid": lease.pid, "host": lease.host})
+    time.sleep(600)
+
+
+def _race_for_leases(url: str, runs: list[str], start: Any, done: Any, reports: Any) -> None:
+    """Try to take each run's lease at once with the other racers; report, then stay alive
+    (a dead holder's lease is stale) until the test has read every lease."""
+    joblog = open_joblog(url)
+    won: dict[str, str] = {}
+    lost: dict[str, str] = {}
+    for run_id in runs:
+        start.wait(timeout=120)
+        try:
+            won[run_id] = joblog.acquire_lease(run_id).token
+        except LeaseHeld as e:
+            lost[run_id] = str(e)
+    reports.put({"pid": os.getpid(), "won": won, "lost": lost})
+    done.wait(timeout=120)

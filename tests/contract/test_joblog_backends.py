@@ -9,11 +9,13 @@ import re
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from joblog_contract import JobLogContract
+from moto_serial import serial_moto
 
 from framefarm.errors import UserError
 from framefarm.joblog import JobLog, StatusConflict, open_joblog
@@ -21,6 +23,14 @@ from framefarm.joblog.dynamodb import DynamoDBJobLog
 from framefarm.joblog.memory import MemoryJobLog
 from framefarm.joblog.sqlite import SqliteJobLog
 from framefarm.model import RunRecord
+
+
+@pytest.fixture(scope="module")
+def moto_server() -> Iterator[str]:
+    """The DynamoDB job log's moto server: one that answers one request at a time, so that
+    conditional writes are atomic as on DynamoDB (this replaces the session's threaded one)."""
+    with serial_moto() as server:
+        yield server.url
 
 
 class TestSqliteJobLog(JobLogContract):
@@ -73,6 +83,30 @@ class TestSqliteJobLog(JobLogContract):
         copy = pickle.loads(pickle.dumps(joblog))
         assert copy.url == joblog.url and copy.jobs("r") == [record]
 
+    def test_pickles_with_its_patience(self, tmp_path: Path) -> None:
+        joblog = SqliteJobLog(tmp_path / "j.db", busy_timeout=0.5, patience=7)
+        copy = pickle.loads(pickle.dumps(joblog))
+        assert (copy.busy_timeout, copy.patience) == (0.5, 7)
+
+    def test_a_damaged_file_is_a_user_error(self, tmp_path: Path) -> None:
+        """A job log whose pages are overwritten opens (its header is whole) and then says it
+        is damaged, in one line, instead of a traceback."""
+        path = tmp_path / "j.db"
+        joblog = SqliteJobLog(path)
+        for index in range(200):
+            joblog.start_job(run_id="r", kind="render", index=index, error="e" * 200)
+        joblog.close()
+        with sqlite3.connect(path) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with open(path, "r+b") as f:
+            f.seek(4096)
+            f.write(b"\xff" * 4096 * 8)  # the pages after the first
+        with pytest.raises(UserError) as caught:
+            SqliteJobLog(path).jobs("r")
+        message = str(caught.value)
+        assert message.startswith(f"job log {path} is damaged (database disk image is malformed)")
+        assert "\n" not in message and caught.value.exit_code == 2
+
     @pytest.mark.parametrize("method", ["fork", "spawn"])
     def test_many_processes_lose_nothing(self, tmp_path: Path, method: str) -> None:
         if method not in multiprocessing.get_all_start_methods():
@@ -123,6 +157,8 @@ class TestSqliteJobLog(JobLogContract):
 
 
 class TestMemoryJobLog(JobLogContract):
+    crosses_processes = False
+
     def make_joblog(self, tmp_path: Path) -> JobLog:
         return MemoryJobLog(f"test-{uuid.uuid4().hex}")
 
@@ -281,7 +317,9 @@ class TestDynamoDBJobLog(JobLogContract):
 
     def test_processes_racing_lose_nothing(self) -> None:
         """Spawned processes (each its own client) race for attempt numbers and for finishing
-        one job: every number is handed out once, and exactly one finish wins."""
+        one job: every number is handed out once, and exactly one finish wins. (On the module's
+        serial moto server: moto's threaded one checks a condition and writes without a lock, so
+        two racers could both pass it, as they cannot on DynamoDB.)"""
         joblog = DynamoDBJobLog(self.table)
         plan = joblog.start_job(run_id=RUN, kind="plan", status="RUNNING")
         context: Any = multiprocessing.get_context("spawn")
