@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from framefarm import config
+from framefarm import config, limits
 from framefarm.errors import UserError
 from framefarm.integrity import plan_hash
 from framefarm.model import Plan, VideoSettings, parse_fps
@@ -49,8 +49,9 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
-def check_positive(name: str, value: object) -> int:
-    """`value` as a positive integer, else a UserError naming `name`."""
+def check_positive(name: str, value: object, *, frame_count: bool = True) -> int:
+    """`value` as a positive integer, else a UserError naming `name`; a `frame_count` (frames,
+    frames per job) is also at most limits.MAX_FRAMES."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise UserError(f"{name} must be a whole number above 0, got {value!r}")
     try:
@@ -59,7 +60,7 @@ def check_positive(name: str, value: object) -> int:
         raise UserError(f"{name} must be a whole number above 0, got {value!r}") from None
     if number <= 0:
         raise UserError(f"{name} must be a whole number above 0, got {value!r}")
-    return number
+    return limits.check_frames(name, number) if frame_count else number
 
 
 def make_plan(*, run_id: str, sketch: str, total_frames: int, frames_per_job: int,
@@ -77,12 +78,15 @@ def make_plan(*, run_id: str, sketch: str, total_frames: int, frames_per_job: in
 def resolve_video(request: PlanRequest, sketch: Sketch) -> VideoSettings:
     """Video settings: the request's value, else the sketch's module default, else framefarm's."""
     d = sketch.defaults
-    width = check_positive("width", request.width or d.width or config.DEFAULT_WIDTH)
-    height = check_positive("height", request.height or d.height or config.DEFAULT_HEIGHT)
+    width = check_positive("width", request.width or d.width or config.DEFAULT_WIDTH,
+                           frame_count=False)
+    height = check_positive("height", request.height or d.height or config.DEFAULT_HEIGHT,
+                            frame_count=False)
     if width % 2 or height % 2:
         raise UserError(
             f"size {width}x{height}: H.264 in yuv420p needs an even width and height; "
             f"use --size {width + width % 2}x{height + height % 2}")
+    limits.check_frame_size(width, height, fix="use --size")
     fps_text = str(request.fps or d.fps or config.DEFAULT_FPS)
     try:
         rate = parse_fps(fps_text)
