@@ -13,7 +13,7 @@ import pytest
 from storage_contract import StorageContract
 
 from framefarm.errors import MissingExtraError, StorageKeyError, UserError
-from framefarm.storage import BACKENDS, Backend, Storage, open_storage, split_url
+from framefarm.storage import BACKENDS, Backend, Storage, StorageIOError, open_storage, split_url
 from framefarm.storage.file import FileStorage
 from framefarm.storage.memory import MemoryStorage
 from framefarm.storage.s3 import S3Storage
@@ -66,13 +66,21 @@ class TestFileStorage(StorageContract):
             FileStorage(tmp_path / "store").put_file("k", src)
 
     def test_permission_denied(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        # A read-only folder, faked: tests run as root in CI, and root may write anywhere.
+        # Permissions taken away during a run, faked (tests/contract/test_storage_faults.py has
+        # real read-only and full file systems): a retry may work, so exit 1, not 2; before a
+        # run, probe() calls it the user's to fix.
         def deny(*args: object) -> int:
             raise PermissionError(errno.EACCES, "Permission denied", str(args[0]))
 
+        storage = FileStorage(tmp_path / "store")
         monkeypatch.setattr(os, "open", deny)
-        with pytest.raises(UserError, match=r"cannot write to storage folder .*Permission denied"):
-            FileStorage(tmp_path / "store").put_bytes("k", b"v")
+        with pytest.raises(StorageIOError, match=r"cannot write file://.*/store/k \(permission "
+                                                 r"denied\)") as caught:
+            storage.put_bytes("k", b"v")
+        assert caught.value.exit_code == 1 and not isinstance(caught.value, UserError)
+        with pytest.raises(UserError, match=r"cannot use storage file://.*/store \(permission "
+                                            r"denied\): use a folder you can write to"):
+            storage.probe()
 
     def test_key_below_an_object(self, tmp_path: Path) -> None:
         storage = FileStorage(tmp_path)
@@ -221,10 +229,12 @@ class TestS3Storage(StorageContract):
             storage.get_bytes("runs/r/missing")
         with pytest.raises(StorageKeyError):
             storage.get_file("runs/r/missing", tmp_path / "out")
-        # A 403 on a key that is listed is a refusal, in one line.
-        with pytest.raises(UserError, match=r"S3 refused access to .*\(403\)") as caught:
+        # A 403 on a key that is listed is a refusal, in one line; during a run a retry may
+        # get through (a role's policy still propagating), so exit 1.
+        with pytest.raises(StorageIOError, match=r"S3 refused access to .*\(403\)") as caught:
             storage.get_bytes("runs/r/there")
-        assert not isinstance(caught.value, StorageKeyError) and "\n" not in str(caught.value)
+        assert not isinstance(caught.value, UserError) and "\n" not in str(caught.value)
+        assert caught.value.exit_code == 1
 
     def test_list_reads_every_page(self, storage: Storage) -> None:
         import boto3

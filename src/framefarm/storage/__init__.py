@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from framefarm.errors import MissingExtraError, UserError
-from framefarm.storage._base import Storage, check_key
+from framefarm.storage._base import PROBE_PREFIX, Storage, StorageIOError, check_key
 
-__all__ = ["BACKENDS", "Backend", "Storage", "check_key", "default_scheme", "load_backend",
-           "open_storage", "split_url"]
+__all__ = ["BACKENDS", "PROBE_PREFIX", "Backend", "Storage", "StorageIOError", "check_key",
+           "default_scheme", "load_backend", "open_storage", "split_url"]
 
 
 @dataclass(frozen=True)

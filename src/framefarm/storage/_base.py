@@ -1,5 +1,12 @@
 """The Storage interface: the base class validates keys and owns the shared behaviour; a backend
-implements only the `_primitives`."""
+implements only the `_primitives`.
+
+Failures: a key that is not there is a StorageKeyError; storage that cannot be used at all (a
+folder that cannot be created, a bucket that does not exist) is a UserError; an I/O fault while
+a run goes on (a full disk, a refused or throttled request, a lost connection) is a
+StorageIOError, a TransientError (exit 1) a retry may fix. `probe()`, called before a run
+starts, turns the faults a retry cannot fix (read-only, no permission, full) into UserErrors.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +20,38 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from framefarm.errors import StorageKeyError, UserError
+from framefarm.errors import StorageKeyError, TransientError, UserError
 from framefarm.tracing import traced
+
+PROBE_PREFIX = ".framefarm-probe-"
+"""Names of the objects `probe()` writes and deletes (hidden: FileStorage lists skip them)."""
+_PROBE_DATA = b"framefarm storage probe\n" * 171  # 4 KB: a full disk refuses it, unlike b""
+
+
+class StorageIOError(TransientError):
+    """Storage I/O failed (disk full, permission, throttling, connection): a retry may fix it.
+
+    `user_fault` marks a cause the user fixes rather than time (read-only, no permission, full),
+    and `fix` says how; `probe()` reports those as a UserError before a run starts.
+    """
+
+    def __init__(self, message: str, *, url: str, cause: str, user_fault: bool = False,
+                 fix: str = "") -> None:
+        super().__init__(message)
+        self.url = url
+        self.cause = cause
+        self.user_fault = user_fault
+        self.fix = fix
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only fields must survive pickling across worker processes.
+        return (_rebuild_storage_io_error, (str(self), self.url, self.cause, self.user_fault,
+                                            self.fix))
+
+
+def _rebuild_storage_io_error(message: str, url: str, cause: str, user_fault: bool,
+                              fix: str) -> StorageIOError:
+    return StorageIOError(message, url=url, cause=cause, user_fault=user_fault, fix=fix)
 
 
 def check_key(key: str) -> str:
@@ -76,6 +113,21 @@ class Storage(ABC):
     def delete(self, key: str) -> None:
         """Remove the object under `key`; no error when there is none."""
         self._delete(check_key(key))
+
+    @traced("storage.probe")
+    def probe(self) -> None:
+        """Write and delete a small hidden object, so storage that cannot be written is found
+        before any job starts: a UserError (exit 2) with the fix when the cause is the user's
+        (read-only, no permission, full, no such bucket); a StorageIOError when a retry may
+        fix it (throttling, a lost connection)."""
+        key = f"{PROBE_PREFIX}{secrets.token_hex(6)}"
+        try:
+            self._put_bytes(key, _PROBE_DATA)
+            self._delete(key)
+        except StorageIOError as exc:
+            if not exc.user_fault:
+                raise
+            raise UserError(f"cannot use storage {self.url} ({exc.cause}): {exc.fix}") from None
 
     def url_for(self, key: str) -> str:
         """The URL of `key` in this storage, e.g. file:///data/runs/x/plan.json."""
