@@ -7,13 +7,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import select
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
-from framefarm import config
-from framefarm.errors import UserError
+from framefarm import config, limits
+from framefarm.errors import TransientError, UserError
+
+if TYPE_CHECKING:
+    from framefarm.joblog import JobLog
+
+T = TypeVar("T")
+
+SIGPIPE_EXIT = 141
+"""The exit code when the reader of our output went away (`| head`): 128 + SIGPIPE, as a shell
+reports for any program that `head` stopped."""
 
 _SIZE_HELP = "frame size as WIDTHxHEIGHT, both even (default: the sketch's WIDTH/HEIGHT, else 1280x720)"
 
@@ -29,13 +41,44 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _checked(check: Callable[[T], T], value: T) -> T:
+    """`check(value)`, its UserError turned into argparse's error (one line, exit 2)."""
+    try:
+        return check(value)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def frame_count(text: str, what: str = "frames") -> int:
+    """argparse type: a whole number of frames, above 0 and at most limits.MAX_FRAMES."""
+    return _checked(lambda n: limits.check_frames(what, n), positive_int(text))
+
+
 def per_job(text: str) -> int | None:
-    """argparse type: a whole number above 0, or auto (None: the plan sizes chunks)."""
-    return None if text.strip().lower() == "auto" else positive_int(text)
+    """argparse type: a number of frames (see frame_count), or auto (None: the plan sizes chunks)."""
+    return None if text.strip().lower() == "auto" else frame_count(text, "frames per job")
+
+
+def workers(text: str) -> int:
+    """argparse type: a number of worker processes, above 0 and at most limits.max_workers()."""
+    return _checked(lambda n: limits.check_workers("workers", n), positive_int(text))
+
+
+def run_id(text: str) -> str:
+    """argparse type: a run id that is safe as a file name and an S3 key (limits.check_run_id)."""
+    return _checked(limits.check_run_id, text)
+
+
+def bar_width(text: str) -> int:
+    """argparse type: a bar width in columns, 1 to 1,000."""
+    value = positive_int(text)
+    if value > 1000:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than 1000 columns")
+    return value
 
 
 def frame_size(text: str) -> tuple[int, int]:
-    """argparse type: WIDTHxHEIGHT with positive, even numbers."""
+    """argparse type: WIDTHxHEIGHT with positive, even numbers that the encoder takes."""
     parts = text.lower().split("x")
     try:
         width, height = (int(p) for p in parts)
@@ -47,17 +90,19 @@ def frame_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(
             f"{text!r}: H.264 in yuv420p needs an even width and height, "
             f"e.g. {width + width % 2}x{height + height % 2}")
-    return width, height
+    return _checked(lambda size: limits.check_frame_size(*size), (width, height))
 
 
 def positive_float(text: str) -> float:
-    """argparse type: a number above 0."""
+    """argparse type: a number above 0, and finite."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
+    if value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number")
     return value
 
 
@@ -97,15 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     render = sub.add_parser("render", help="render a sketch to a video")
     render.add_argument("sketch", help="a .py file or package.module:function with render(ctx)")
-    render.add_argument("-o", "--output", required=True, help="the video to write, e.g. out.mp4")
+    render.add_argument("-o", "--output", required=True,
+                        help="the video to write: an .mp4 (or .m4v) file, e.g. out.mp4")
     add = render.add_argument
-    add("--frames", type=positive_int, help="frames in the video (default: the sketch's FRAMES)")
+    add("--frames", type=frame_count, help=f"frames in the video, at most {limits.MAX_FRAMES:,} "
+                                           "(default: the sketch's FRAMES)")
     add("--per-job", type=per_job, dest="per_job", default="auto",
         help="frames per render job, or auto (the default): sized from a probe frame's time")
     add("--fps", help="frames per second, e.g. 30 or 29.97 (default: the sketch's FPS, else 30)")
     add("--size", type=frame_size, help=_SIZE_HELP)
-    add("--workers", type=positive_int, help="worker processes (default: CPU count)")
-    add("--run-id", dest="run_id", help="name the run (default: date, time and a random suffix)")
+    add("--workers", type=workers, help=f"worker processes, at most {limits.MAX_WORKERS} "
+                                        "(default: CPU count)")
+    add("--run-id", dest="run_id", type=run_id,
+        help=f"name the run: {limits.RUN_ID_FORM} (default: date, time and a random suffix)")
     add("--storage", help="where frames, segments and videos go (default: file:// under ./framefarm-data)")
     add("--joblog", help="the job log (default: sqlite:/// under ./framefarm-data)")
     add("--crf", type=int, help=f"x264 quality, 0 (lossless) to 51 (default {config.DEFAULT_CRF})")
@@ -144,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a Temporal worker: it runs the jobs of "
                                            "`render --runner temporal` runs until stopped")
     _add_temporal_flags(worker)
-    worker.add_argument("--workers", type=positive_int, metavar="N",
+    worker.add_argument("--workers", type=workers, metavar="N",
                         help="processes, one job each (default: CPU count)")
     worker.add_argument("--identity", metavar="NAME",
                         help="the worker's name in Temporal (default: pid@host)")
@@ -169,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--joblog", help="the job log (default: sqlite:/// under ./framefarm-data)")
 
     status = sub.add_parser("status", help="show one run's jobs from the job log")
-    status.add_argument("run_id", metavar="RUN")
+    status.add_argument("run_id", metavar="RUN", type=run_id)
     status.add_argument("--json", action="store_true", help="print JSON")
     status.add_argument("--joblog", help="the job log (default: sqlite:/// under ./framefarm-data)")
 
@@ -178,16 +227,40 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--joblog", help="the job log (default: sqlite:/// under ./framefarm-data)")
 
     trace = sub.add_parser("trace", help="show where one run's time went, from its stored spans")
-    trace.add_argument("run_id", metavar="RUN")
+    trace.add_argument("run_id", metavar="RUN", type=run_id)
     trace.add_argument("--storage",
                        help="where the run's spans are (default: file:// under ./framefarm-data)")
     trace.add_argument("--json", action="store_true", help="print the report as JSON")
-    trace.add_argument("--width", type=positive_int, default=50, help="bar width in columns (default 50)")
+    trace.add_argument("--width", type=bar_width, default=50, help="bar width in columns (default 50)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `framefarm` command."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a reader that went away shows here, not at exit
+    except BrokenPipeError:
+        if not _output_closed():
+            raise  # some other pipe: a fault with its traceback
+        # `framefarm runs --json | head`: stop quietly, as any command that head stopped does;
+        # what is left in stdout's buffer goes to /dev/null, not to a second error at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return SIGPIPE_EXIT
+    return code
+
+
+def _output_closed() -> bool:
+    """True when nobody reads stdout any more (its pipe's reader has closed it)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll() here, or stdout is not a file
+        return True
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "job":
@@ -209,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "trace":
             return _trace(args)
         return _runs(args)
-    except UserError as exc:
+    except (UserError, TransientError) as exc:
         print(f"framefarm: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -232,11 +305,34 @@ def _joblog_url(args: argparse.Namespace) -> str:
     return str(config.resolve(args.joblog, config.JOBLOG, config.default_joblog_url()))
 
 
-def _status(args: argparse.Namespace) -> int:
+def existing_joblog(url: str) -> JobLog | None:
+    """The job log at `url` for reading, or None when it is an SQLite file that does not exist:
+    opening one creates it (and ./framefarm-data), and looking must not leave anything behind."""
     from framefarm.joblog import open_joblog
+    from framefarm.storage import default_scheme
+
+    path = _sqlite_path(url) if default_scheme(url, "sqlite") == "sqlite" else None
+    if path is not None and not path.exists():
+        return None
+    return open_joblog(url)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file an SQLite job-log URL names, read as SqliteJobLog.from_url reads it; None for a
+    URL it refuses (opening it says why)."""
+    if not url.startswith("sqlite:"):
+        return Path(os.path.abspath(Path(url).expanduser()))
+    rest = url.removeprefix("sqlite:")
+    if not rest.startswith("///") or rest in ("///", "///:memory:"):
+        return None
+    return Path(os.path.abspath(Path(rest[3:]).expanduser()))
+
+
+def _status(args: argparse.Namespace) -> int:
     from framefarm.report import load_report
 
-    report = load_report(open_joblog(_joblog_url(args)), args.run_id)
+    joblog = existing_joblog(_joblog_url(args))
+    report = load_report(joblog, args.run_id) if joblog is not None else None
     if report is None:
         raise UserError(f"run {args.run_id!r} is not in the job log {_joblog_url(args)}: "
                         "see `framefarm runs` for the runs it has")
@@ -255,10 +351,13 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from framefarm.joblog import open_joblog
     from framefarm.report import run_status
 
-    joblog = open_joblog(_joblog_url(args))
+    joblog = existing_joblog(_joblog_url(args))
+    if joblog is None:  # no job log file yet, so no runs
+        if args.json:
+            print("[]")
+        return 0
     rows = []
     for run in joblog.runs():
         latest = joblog.latest_jobs(run.run_id)
@@ -293,11 +392,13 @@ def _trace(args: argparse.Namespace) -> int:
 
 
 def check_output_path(output: str) -> Path:
-    """The output video's absolute path, after checking its folder exists and can be written."""
+    """The output video's absolute path, after checking that it names an MP4 file
+    (limits.check_output_name) and that its folder exists and can be written."""
     path = Path(output).expanduser().resolve()
     if path.is_dir():
         raise UserError(f"output {output!r} is a folder: "
                         f"give a file name like {output.rstrip('/')}/video.mp4")
+    limits.check_output_name(output)
     folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
