@@ -26,7 +26,7 @@ from framefarm.integrity import describe_chunk
 from framefarm.joblog import JobLog, StatusConflict, now_iso, open_joblog
 from framefarm.lifecycle import HEARTBEAT_SECONDS, expected_segments
 from framefarm.model import Chunk, JobKind, JobOutcome, JobRecord, RunRecord
-from framefarm.runners.batch import BatchTargets, record_submission, submit_downstream
+from framefarm.runners.batch import BatchTargets, batch_attempt, record_submission, submit_downstream
 from framefarm.steps import (
     EncodeRequest,
     PlanRequest,
@@ -191,8 +191,11 @@ def _run_step(env: JobEnv, *, run_id: str, storage: Storage, joblog: JobLog,
     if env.job_type == "render" and env.index is None:
         env = replace(env, index=_only_chunk(run_id, storage))
     record = joblog.start_job(run_id=run_id, kind=env.job_type, index=env.index,
-                              attempt=env.attempt, host=host,
-                              runner_id=env.runner_id or env.batch_job_id, trace_id=trace_id)
+                              attempt=batch_attempt(joblog, run_id=run_id, kind=env.job_type,
+                                                    index=env.index, attempt=env.attempt,
+                                                    job_id="" if env.runner_id else env.batch_job_id),
+                              host=host, runner_id=env.runner_id or env.batch_job_id,
+                              trace_id=trace_id)
     span.set_attributes({"framefarm.job": record.job, "framefarm.attempt": record.attempt})
     if record.index is not None:
         span.set_attribute("framefarm.chunk", record.index)
@@ -209,8 +212,10 @@ def _run_step(env: JobEnv, *, run_id: str, storage: Storage, joblog: JobLog,
         ids = dict(before.runner_ids)
         joblog.put_run(replace(before, created_at=before.created_at or record.started_at,
                                plan=made.to_dict(chunks=False), output=made.output))
-        if env.batch is not None and not ("render" in ids and "encode" in ids):
-            # (an earlier attempt of this plan job that submitted them is not repeated). They
+        if env.batch is not None and not ("render" in ids and "encode" in ids) \
+                and not before.cancelled_at:
+            # (an earlier attempt of this plan job that submitted them is not repeated, nor
+            # does a cancelled run get them: `resume` submits them). They
             # join the plan's trace: as its siblings under the upstream span, else its children.
             contract = {**tracing.context_env(), **env.contract}
             submitted = submit_downstream(run_id=run_id, chunks=made.size,
@@ -398,7 +403,7 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         env = JobEnv.from_environ(environ)
         _otel.setup(environ)
         outcome = run_job(env)
-    except UserError as exc:
+    except (UserError, TransientError) as exc:  # bad input; storage or job log I/O (exit 1)
         print(f"framefarm job: {exc}", file=sys.stderr)
         return exc.exit_code
     if outcome.succeeded:
