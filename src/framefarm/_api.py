@@ -36,10 +36,20 @@ def render(sketch: str, output: str | Path, *, frames: int | None = None,
            runner: str = "local") -> RunResult:
     """Render `sketch` to the video `output`; raises SketchError/UserError when the run fails,
     KeyboardInterrupt when it was stopped (Ctrl-C, `framefarm cancel`)."""
+    from framefarm import limits
+    from framefarm.storage import open_storage
+
+    limits.check_output_name(str(output))
+    if run_id:
+        limits.check_run_id(run_id)
+    if workers:
+        limits.check_workers("workers", workers)
+    storage = str(config.resolve(storage, config.STORAGE, config.default_storage_url()))
+    open_storage(storage).probe()
     env = contract_env(
         sketch=str(Path(sketch).resolve()) if Path(sketch).is_file() else sketch,
         output=Path(output).expanduser().resolve(),
-        storage=str(config.resolve(storage, config.STORAGE, config.default_storage_url())),
+        storage=storage,
         joblog=str(config.resolve(joblog, config.JOBLOG, config.default_joblog_url())),
         frames=frames, per_job=per_job, fps=fps, size=size, crf=crf, preset=preset,
         run_id=run_id, keep_frames=keep_frames)

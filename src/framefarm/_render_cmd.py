@@ -74,6 +74,7 @@ def render_command(args: argparse.Namespace) -> int:
         _refuse_flags(args, _TEMPORAL_FLAGS, "temporal")
     storage = open_storage(str(config.resolve(args.storage, config.STORAGE,
                                               defaults[config.STORAGE])))
+    storage.probe()  # storage that cannot be written is found before anything runs
     joblog = open_joblog(str(config.resolve(args.joblog, config.JOBLOG, defaults[config.JOBLOG])))
     if args.runner in ("local", "temporal") and "memory://" in (storage.url + joblog.url):
         raise UserError(f"memory:// storage and job logs live in one process; {args.runner} worker "

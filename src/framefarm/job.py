@@ -25,6 +25,7 @@ from framefarm.errors import FramefarmError, SketchError, TransientError, UserEr
 from framefarm.integrity import describe_chunk
 from framefarm.joblog import JobLog, StatusConflict, now_iso, open_joblog
 from framefarm.lifecycle import HEARTBEAT_SECONDS, expected_segments
+from framefarm.limits import check_output_name, check_run_id
 from framefarm.model import Chunk, JobKind, JobOutcome, JobRecord, RunRecord
 from framefarm.runners.batch import BatchTargets, batch_attempt, record_submission, submit_downstream
 from framefarm.steps import (
@@ -115,6 +116,10 @@ class JobEnv:
         frame_timeout = seconds(config.FRAME_TIMEOUT) if get(config.FRAME_TIMEOUT) \
             else config.DEFAULT_FRAME_TIMEOUT
         run_id = get(config.RUN_ID)
+        if run_id:
+            check_run_id(run_id)
+        if get(config.OUTPUT):
+            check_output_name(get(config.OUTPUT))
         if job_type in ("render", "encode") and not run_id:
             raise UserError(f"{config.RUN_ID} is not set: {job_type} jobs need the run id of the plan")
         if job_type == "plan" and not get(config.SKETCH):
@@ -202,6 +207,7 @@ def _run_step(env: JobEnv, *, run_id: str, storage: Storage, joblog: JobLog,
 
     def plan() -> _Done:
         assert env.plan is not None
+        storage.probe()  # storage that cannot be written fails here, before any chunk renders
         before = joblog.get_run(run_id)
         if before is None:  # listed by `framefarm runs` even when planning fails
             before = RunRecord(run_id=run_id, created_at=record.started_at,

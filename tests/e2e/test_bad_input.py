@@ -118,8 +118,6 @@ def test_storage_that_cannot_be_made(workdir: Path) -> None:
     assert not (workdir / "x.mp4").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="needs storage.probe() in render_command before the job "
-                                       "log is opened (the lead's call); then drop this mark")
 def test_storage_that_cannot_be_made_is_found_before_anything_runs(workdir: Path) -> None:
     done = run_cli("render", SKETCH, "-o", "x.mp4", "--frames", "2", "--size", "32x16",
                    "--storage", "file:///proc/nope", cwd=workdir)
