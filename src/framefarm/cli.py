@@ -203,17 +203,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     resume = sub.add_parser("resume", help="finish an interrupted, failed or cancelled run: render "
                                            "only the chunks without a verified segment, then encode")
-    resume.add_argument("run_id", metavar="RUN")
+    resume.add_argument("run_id", metavar="RUN", type=run_id)
     resume.add_argument("--storage", help="the run's storage (default: file:// under ./framefarm-data)")
     resume.add_argument("--joblog", help="the job log (default: sqlite:/// under ./framefarm-data)")
-    resume.add_argument("--workers", type=positive_int,
+    resume.add_argument("--workers", type=workers,
                         help="worker processes, local runs (default: CPU count)")
     resume.add_argument("--frame-timeout", type=seconds, dest="frame_timeout", metavar="SECONDS",
                         help="seconds one frame may take, 0 for no limit (default: as the run had)")
+    resume.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
+                        help="AWS Batch runs: follow the run to its end and download the video "
+                             "(the default), or return once its jobs are submitted (--no-wait)")
 
     cancel = sub.add_parser("cancel", help="stop a run from any shell: its driver and its jobs, "
                                            "on any runner; `resume` finishes it later")
-    cancel.add_argument("run_id", metavar="RUN")
+    cancel.add_argument("run_id", metavar="RUN", type=run_id)
     cancel.add_argument("--storage", help="the run's storage (default: file:// under ./framefarm-data)")
     cancel.add_argument("--joblog", help="the job log (default: sqlite:/// under ./framefarm-data)")
 
@@ -351,6 +354,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
+    from framefarm.lifecycle import with_lost
     from framefarm.report import run_status
 
     joblog = existing_joblog(_joblog_url(args))
@@ -360,8 +364,10 @@ def _runs(args: argparse.Namespace) -> int:
         return 0
     rows = []
     for run in joblog.runs():
-        latest = joblog.latest_jobs(run.run_id)
-        rows.append({"run_id": run.run_id, "status": run_status(latest),
+        latest = with_lost(joblog.latest_jobs(run.run_id))
+        rows.append({"run_id": run.run_id,
+                     "status": run_status(latest, cancelled=bool(run.cancelled_at)),
+                     "runner": run.runner or "local",
                      "created_at": run.created_at, "total_frames": run.plan.get("total_frames"),
                      "sketch": run.plan.get("sketch", ""), "output": run.output})
     if args.json:
