@@ -49,6 +49,9 @@ def resume(run: RunRecord, joblog: JobLog, args: argparse.Namespace) -> int:
     from framefarm._render_cmd import announce, drive
 
     began = time.perf_counter()
+    if not args.wait and run.runner != "batch":
+        raise UserError(f"--no-wait is for runs on AWS Batch, and run {run.run_id} is a "
+                        f"{run.runner or 'local'} run: leave --no-wait out")
     storage = open_storage(str(config.resolve(args.storage, config.STORAGE,
                                               config.default_storage_url())))
     plan, digest = read_plan_and_hash(run.run_id, storage) if run.plan else (None, "")
@@ -73,6 +76,8 @@ def resume(run: RunRecord, joblog: JobLog, args: argparse.Namespace) -> int:
     options: dict[str, object] = {"workers": args.workers} if args.workers else {}
     if (run.runner or "local") in ("local", "temporal"):
         options["announce"] = announce
+    if run.runner == "batch":
+        options["wait"] = args.wait
     runner = reopen_runner(run, **options)
     print(f"framefarm: resuming run {run.run_id}: {len(todo)} of {plan.size} chunks to render",
           file=sys.stderr, flush=True)
