@@ -85,6 +85,11 @@ def test_the_seeds_quick_start(stack: dict[str, str], player: BatchPlayer, tmp_p
     run = joblog.get_run(run_id)
     assert run is not None
     assert dict(run.runner_ids) == {"plan": plan_id, "render": render_id, "encode": encode_id}
+    # it names its runner and what resume and cancel rebuild it from
+    assert run.runner == "batch"
+    kept = ("FRAMEFARM_JOB_QUEUE", "FRAMEFARM_RENDER_JOB_DEFINITION",
+            "FRAMEFARM_ENCODE_JOB_DEFINITION", "FRAMEFARM_JOBLOG_TTL_DAYS")
+    assert dict(run.settings) == {name: played[0].env[name] for name in kept}
 
     # `framefarm status` reads it back, merged with what Batch says.
     status = run_cli("status", run_id, "--json", "--joblog", stack["JobLogUrl"], cwd=tmp_path)
@@ -103,7 +108,7 @@ def test_render_wait_follows_the_run_and_downloads_the_video(
     process = subprocess.Popen(
         [*framefarm_command(), "render", str(EXAMPLES / "plasma.py"), "-o", str(out),
          "--runner", "batch", "--stack", stack["StackName"], "--wait", "--frames", "20",
-         "--size", "640x360", "--per-job", "6"],
+         "--size", "640x360", "--per-job", "6", "--frame-timeout", "45"],
         cwd=user, env={**_clean_env(), **env}, text=True, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE)
     try:
@@ -122,6 +127,12 @@ def test_render_wait_follows_the_run_and_downloads_the_video(
     # The plan job loaded the user's file from S3, by content hash.
     sketch_url = player.played[0].env["FRAMEFARM_SKETCH"]
     assert sketch_url.startswith(stack["StorageUrl"] + "/sketches/") and sketch_url.endswith(".py")
+    # --frame-timeout reaches every job, and the run's record keeps it for resume
+    assert {p.env["FRAMEFARM_FRAME_TIMEOUT"] for p in player.played} == {"45"}
+    run = open_joblog(stack["JobLogUrl"]).get_run(player.played[0].env["FRAMEFARM_RUN_ID"])
+    assert run is not None and run.runner == "batch"
+    assert (run.settings["FRAMEFARM_FRAME_TIMEOUT"], run.settings["FRAMEFARM_PLAN_JOB_DEFINITION"]) \
+        == ("45", stack["PlanJobDefinition"])
     assert "-> " + str(out) in stdout
     frames = list(read_frames(out))
     assert len(frames) == 20
