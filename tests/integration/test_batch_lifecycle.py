@@ -118,6 +118,17 @@ def _new_jobs(player: BatchPlayer, before: list[dict[str, Any]]) -> dict[str, di
             "plan": [j for j in jobs if env_of(j)["JOB_TYPE"] == "plan"]}
 
 
+def _resume(stack: dict[str, str], player: BatchPlayer, run_id: str,
+            cwd: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """`framefarm resume RUN` (following the run) while Batch is played; how it ended, and the
+    jobs it submitted."""
+    before = player.submitted()
+    with player.in_background():
+        done = run_cli("resume", run_id, *_backends(stack), cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    return done, _new_jobs(player, before)
+
+
 def _until(check: Callable[[], Any], *, timeout: float = 90, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -167,13 +178,8 @@ def test_resume_submits_exactly_the_failed_chunks(stack: dict[str, str], player:
     assert _described(encode_id)["status"] == "FAILED"
 
     (tmp_path / "fail-marker").unlink()
-    before = player.submitted()
-    with player.in_background():
-        done = run_cli("resume", "failing", *_backends(stack), cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+    done, new = _resume(stack, player, "failing", tmp_path)
     assert "resuming run failing: 2 of 4 chunks to render" in done.stderr
-
-    new = _new_jobs(player, before)
     [render] = new["render"]
     [encode] = new["encode"]
     assert render["arrayProperties"]["size"] == 2
@@ -206,11 +212,7 @@ def test_resume_of_one_missing_segment_submits_a_plain_job(
     assert _status(stack, "lost-segment", tmp_path)["status"] == "SUCCEEDED"
     open_storage(stack["StorageUrl"]).delete("runs/lost-segment/segments/00002.mp4")
 
-    before = player.submitted()
-    with player.in_background():
-        done = run_cli("resume", "lost-segment", *_backends(stack), cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    new = _new_jobs(player, before)
+    _, new = _resume(stack, player, "lost-segment", tmp_path)
     [render] = new["render"]
     assert not render.get("arrayProperties")
     assert env_of(render)["FRAMEFARM_CHUNKS"] == "2"
@@ -273,11 +275,7 @@ def test_cancel_terminates_the_jobs_and_resume_finishes_the_run(
     assert attempts["render:0"] == ["SUCCEEDED"]
 
     hold.unlink()
-    before = player.submitted()
-    with player.in_background():
-        done = run_cli("resume", "cancelled", *_backends(stack), cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    [render] = _new_jobs(player, before)["render"]
+    [render] = _resume(stack, player, "cancelled", tmp_path)[1]["render"]
     assert (render["arrayProperties"]["size"], env_of(render)["FRAMEFARM_CHUNKS"]) == (3, "1,2,3")
     _assert_video(stack, "cancelled", sketch, tmp_path)
     report = _status(stack, "cancelled", tmp_path)
@@ -339,12 +337,8 @@ def test_resume_with_every_segment_verified_submits_only_the_encode(
     assert [p.stage for p in player.played] == ["plan", "render", "render", "render", "render"]
     assert _status(stack, "encode-only", tmp_path)["status"] == "CANCELLED"
 
-    before = player.submitted()
-    with player.in_background():
-        done = run_cli("resume", "encode-only", *_backends(stack), cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+    done, new = _resume(stack, player, "encode-only", tmp_path)
     assert "resuming run encode-only: 0 of 4 chunks to render" in done.stderr
-    new = _new_jobs(player, before)
     assert not new["render"] and not new["plan"]
     [encode] = new["encode"]
     assert not encode.get("dependsOn")
