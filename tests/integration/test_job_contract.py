@@ -168,3 +168,22 @@ def test_a_container_honours_the_frame_timeout(workdir: Path, write_sketch: Call
     assert "chunk 1 (frames 4-7): frame 6 took longer than the frame timeout of 1.5 s" in render.stderr
     (record,) = [j for j in open_joblog(base["FRAMEFARM_JOBLOG"]).jobs(run_id) if j.job == "render:1"]
     assert record.status == "FAILED" and "frame 6" in record.error
+
+
+def test_a_plan_finds_storage_it_cannot_write_and_unsafe_run_ids(workdir: Path) -> None:
+    """Storage that cannot be written fails the plan job in one line, before any render job;
+    a run id unsafe as a file name or S3 key is refused."""
+    joblog = f"sqlite:///{workdir}/log.db"
+    plan = run_cli("job", cwd=workdir, env={
+        "JOB_TYPE": "plan", "FRAMEFARM_SKETCH": str(EXAMPLES / "plasma.py"), "TOTAL_FRAMES": "4",
+        "FRAMEFARM_STORAGE": "file:///proc/nope", "FRAMEFARM_JOBLOG": joblog,
+        "FRAMEFARM_RUN_ID": "probe"})
+    assert plan.returncode == 2, plan.stderr
+    assert "/proc/nope" in plan.stderr and "Traceback" not in plan.stderr
+    (record,) = open_joblog(joblog).jobs("probe")
+    assert record.status == "FAILED" and "/proc/nope" in record.error
+    for bad in ("../up", "a b", "x" * 300):
+        job = run_cli("job", cwd=workdir, env={"JOB_TYPE": "render", "FRAMEFARM_RUN_ID": bad,
+                                               "FRAMEFARM_JOBLOG": joblog})
+        assert job.returncode == 2
+        assert len(job.stderr.strip().splitlines()) == 1 and "run id" in job.stderr
