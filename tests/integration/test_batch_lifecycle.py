@@ -185,6 +185,7 @@ def test_resume_submits_exactly_the_failed_chunks(stack: dict[str, str], player:
     assert render["arrayProperties"]["size"] == 2
     assert env_of(render)["FRAMEFARM_CHUNKS"] == "1,3"
     assert [d["jobId"] for d in encode["dependsOn"]] == [render["jobId"]]
+    assert "FRAMEFARM_OUTPUT" not in env_of(encode)  # the video stays the run's own output.mp4
     assert not new["plan"]
     resumed = [(p.env["AWS_BATCH_JOB_ARRAY_INDEX"], p.env["FRAMEFARM_CHUNKS"]) for p in
                player.played if p.job_id.startswith(render["jobId"])]

@@ -511,6 +511,8 @@ class BatchRunner(Runner):
         run_id = request.run.run_id
         run = joblog.get_run(run_id) or request.run
         self._take_over(run, joblog)
+        if env.get(config.OUTPUT) == storage.url_for(f"runs/{run_id}/output.mp4"):
+            del env[config.OUTPUT]  # the run's own video (its encode job writes it there anyway)
         local_output = _storage_output(env)
         size = int(run.plan["size"])
         todo = sorted(request.chunks)
