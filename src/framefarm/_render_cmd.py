@@ -74,6 +74,7 @@ def render_command(args: argparse.Namespace) -> int:
         _refuse_flags(args, _TEMPORAL_FLAGS, "temporal")
     storage = open_storage(str(config.resolve(args.storage, config.STORAGE,
                                               defaults[config.STORAGE])))
+    _otel.setup()  # before the first AWS client is made, so its calls are traced
     storage.probe()  # storage that cannot be written is found before anything runs
     joblog = open_joblog(str(config.resolve(args.joblog, config.JOBLOG, defaults[config.JOBLOG])))
     if args.runner in ("local", "temporal") and "memory://" in (storage.url + joblog.url):

@@ -6,6 +6,7 @@ then runs against that backend.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import queue
@@ -187,6 +188,8 @@ class JobLogContract:
         assert done.heartbeat_at == "2026-01-01T00:00:06.000Z"
         assert joblog.get_job(RUN, "render:2", 1) == done
         assert joblog.jobs(RUN) == [done]
+        # Read back as plain JSON types (`framefarm status --json` prints them).
+        json.dumps(joblog.jobs(RUN)[0].to_dict())
 
     # -- updating jobs ------------------------------------------------------------------------
 
