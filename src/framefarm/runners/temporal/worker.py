@@ -5,26 +5,33 @@ render and encode jobs — in a pool of processes, one job per process at a time
 temporal` without an address runs one inside itself for the length of the run. Any number of
 workers on any number of machines can serve the same task queue; they must share the run's
 storage and job log (S3 and DynamoDB, or one machine's files).
+
+A job process that dies (a frame out of time, `sys.exit` in a sketch, a crash) costs only its
+own job, which Temporal retries; a fresh process takes its place and the worker goes on serving
+(see _processes.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from multiprocessing.managers import SyncManager
+from typing import Any
 
+from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.exceptions import CancelledError
 from temporalio.runtime import Runtime
 from temporalio.worker import SharedStateManager, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -33,13 +40,20 @@ from framefarm import _otel, config
 from framefarm._procs import die_with
 from framefarm.errors import UserError
 from framefarm.runners.local import default_workers
-from framefarm.runners.temporal import activities
+from framefarm.runners.temporal import _processes, activities
+from framefarm.runners.temporal._processes import JobProcesses
 from framefarm.runners.temporal._spans import RunSpans, RunSpansInterceptor
 from framefarm.runners.temporal.connect import TemporalTarget, connect, run_with_runtime
+from framefarm.runners.temporal.shared import MAX_ATTEMPTS
 from framefarm.runners.temporal.workflows import RenderChunks, RenderRun
 
 GRACEFUL_SECONDS = 30.0
-_PRELOAD = ["framefarm.job", "framefarm.runners.temporal.activities", "numpy", "av", "PIL.Image"]
+HEARTBEAT_THROTTLE = timedelta(seconds=1)
+"""How often at most a job's heartbeats reach Temporal, whose answer says whether the job was
+cancelled: a cancelled run's jobs stop within about this long (Temporal's default is 80% of the
+heartbeat timeout, 24 s)."""
+_PRELOAD = ["framefarm.job", "framefarm.runners.temporal.activities",
+            "framefarm.runners.temporal._processes", "numpy", "av", "PIL.Image"]
 """Imported once by the forkserver, so each pool process starts with them loaded."""
 
 
@@ -59,10 +73,13 @@ class WorkerSettings:
 class JobPool:
     """The processes that run the jobs, and the manager that carries their heartbeats."""
 
-    def __init__(self, processes: int = 0, *, shielded: bool = False) -> None:
+    def __init__(self, processes: int = 0, *, shielded: bool = False,
+                 announce: Callable[[str], None] | None = None) -> None:
         """`shielded`: the processes ignore SIGINT and SIGTERM, so a worker told to stop (by
-        Ctrl-C, or a service manager signalling its whole group) finishes the jobs in hand."""
+        Ctrl-C, or a service manager signalling its whole group) finishes the jobs in hand.
+        `announce` tells of a job whose process died (Temporal retries it)."""
         self.processes = processes or default_workers()
+        self._announce = announce or (lambda line: None)
         # Each process gets an equal share of the CPUs for x264, as the local runner's workers.
         cpus = max(1, default_workers() // self.processes)
         # The worker's threads (Temporal's core runs in them) must not be forked: processes
@@ -76,21 +93,30 @@ class JobPool:
         try:
             self.manager = SyncManager(ctx=context)
             self.manager.start(die_with, (os.getpid(),))
-            self.executor = ProcessPoolExecutor(max_workers=self.processes, mp_context=context,
-                                                initializer=activities.start_process,
-                                                initargs=(cpus, _otel.active(), os.getpid()))
-            for _ in range(self.processes):  # start them all now, not with the first jobs
-                self.executor.submit(int)
+            # Each job its own process (started now, not with the first jobs): one that dies
+            # costs only its job, where a ProcessPoolExecutor would break for every job.
+            self.executor = JobProcesses(self.processes, context=context, on_death=self._lost,
+                                         initializer=activities.start_process,
+                                         initargs=(cpus, _otel.active(), os.getpid()))
         finally:
             for signum, handler in kept.items():
                 signal.signal(signum, handler)
 
-    def kill(self) -> None:
+    def _lost(self, args: tuple[object, ...], **how: Any) -> BaseException:
+        error = activities.lost_job(args, **how)
+        if how.get("killed") != "":
+            info = _processes.find(args, activity.Info)
+            attempt = info.attempt if info is not None else MAX_ATTEMPTS
+            self._announce(f"{error.message}; " + (
+                f"Temporal retries it (attempt {attempt + 1} of {MAX_ATTEMPTS})"
+                if attempt < MAX_ATTEMPTS else f"it failed {MAX_ATTEMPTS} times"))
+        return error
+
+    def kill(self, why: str = "") -> None:
         """Kill the job processes now: their jobs fail at once, not at their heartbeat timeout,
-        and Temporal gives them to other workers."""
-        for child in multiprocessing.active_children():
-            if not child.name.startswith(type(self.manager).__name__):  # heartbeats go on
-                child.kill()
+        and Temporal gives them to other workers. `why` is recorded as their attempts' error
+        (none: the caller records them)."""
+        self.executor.kill(why)
 
     def close(self) -> None:
         """Stop the processes (once their jobs in hand end; queued ones are dropped) and the
@@ -105,6 +131,19 @@ class JobPool:
         self.close()
 
 
+class _QuietCancellations(logging.Filter):
+    """Drops the SDK's "Completing activity as failed" traceback of a job that stopped because
+    Temporal cancelled it (its workflow was cancelled or terminated): the job log says so, and
+    it is no failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, CancelledError)
+
+
+_quiet = _QuietCancellations()
+
+
 @asynccontextmanager
 async def running_worker(client: Client, settings: WorkerSettings,
                          pool: JobPool | None = None) -> AsyncIterator[Worker]:
@@ -113,6 +152,8 @@ async def running_worker(client: Client, settings: WorkerSettings,
     with contextlib.ExitStack() as stack:
         if pool is None:
             pool = stack.enter_context(JobPool(settings.processes))
+        logging.getLogger("temporalio.activity").addFilter(_quiet)
+        stack.callback(logging.getLogger("temporalio.activity").removeFilter, _quiet)
         spans = RunSpans()
         worker = Worker(
             client, task_queue=settings.task_queue, workflows=[RenderRun, RenderChunks],
@@ -125,6 +166,8 @@ async def running_worker(client: Client, settings: WorkerSettings,
             workflow_runner=SandboxedWorkflowRunner(
                 restrictions=SandboxRestrictions.default.with_passthrough_modules("framefarm")),
             identity=settings.identity or None,
+            max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+            default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
             graceful_shutdown_timeout=timedelta(seconds=settings.graceful_seconds))
         storing = asyncio.create_task(spans.keep_storing())
         try:
@@ -151,9 +194,13 @@ async def serve(target: TemporalTarget, settings: WorkerSettings, runtime: Runti
             stop.set()
         else:
             print("framefarm worker: stopping now", file=sys.stderr, flush=True)
-            pool.kill()
+            pool.kill("stopped: its worker was stopped at once (a second Ctrl-C or SIGTERM); "
+                      "Temporal retries it elsewhere")
 
-    with JobPool(settings.processes, shielded=True) as pool:
+    def say(line: str) -> None:
+        print(f"framefarm worker: {line}", file=sys.stderr, flush=True)
+
+    with JobPool(settings.processes, shielded=True, announce=say) as pool:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping)
         async with running_worker(client, settings, pool):
