@@ -53,7 +53,9 @@ def cancel(run: RunRecord, joblog: JobLog, *, options: dict[str, object] | None 
         return 0
     marked = joblog.mark_cancelled(run.run_id) or run
     said = reopen_runner(marked, **(options or {})).cancel(marked, joblog=joblog)
-    print(f"run {run.run_id}: CANCELLED ({said}); `framefarm resume {run.run_id}` finishes it")
+    flags = "" if joblog.url == config.default_joblog_url() else f" --joblog {joblog.url}"
+    print(f"run {run.run_id}: CANCELLED ({said}); `framefarm resume {run.run_id}{flags}` "
+          "finishes it")
     return 0
 
 
@@ -65,8 +67,10 @@ def resume(run: RunRecord, joblog: JobLog, args: argparse.Namespace) -> int:
     if not args.wait and run.runner != "batch":
         raise UserError(f"--no-wait is for runs on AWS Batch, and run {run.run_id} is a "
                         f"{run.runner or 'local'} run: leave --no-wait out")
+    # The storage the run's plan was stored in, unless told otherwise.
     storage = open_storage(str(config.resolve(args.storage, config.STORAGE,
-                                              config.default_storage_url())))
+                                              run.settings.get(config.STORAGE)
+                                              or config.default_storage_url())))
     plan, digest = read_plan_and_hash(run.run_id, storage) if run.plan else (None, "")
     if plan is None:
         raise UserError(f"run {run.run_id} failed before it was planned, so there is nothing to "

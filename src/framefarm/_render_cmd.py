@@ -85,8 +85,10 @@ def render_command(args: argparse.Namespace) -> int:
                        joblog=joblog.url, frames=args.frames, per_job=args.per_job, fps=args.fps,
                        size=args.size, crf=args.crf, preset=args.preset, run_id=args.run_id,
                        keep_frames=args.keep_frames)
-    if args.frame_timeout is not None:
-        env[config.FRAME_TIMEOUT] = f"{args.frame_timeout:g}"
+    frame_timeout = config.resolve(None if args.frame_timeout is None else f"{args.frame_timeout:g}",
+                                   config.FRAME_TIMEOUT)
+    if frame_timeout:  # the flag, else FRAMEFARM_FRAME_TIMEOUT (each job checks it)
+        env[config.FRAME_TIMEOUT] = frame_timeout
     if args.run_id:
         finished = _existing_run(joblog, args, sketch=sketch)
         if finished is not None:

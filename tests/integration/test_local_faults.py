@@ -393,3 +393,36 @@ def test_a_locked_job_log_fails_no_chunk(workdir: Path, farm: Callable[..., dict
     report = status("locked", workdir)
     assert report["status"] == "SUCCEEDED"
     assert not [j for j in jobs(report) if j["status"] == "FAILED"]
+
+
+def test_the_frame_timeout_from_the_environment(workdir: Path,
+                                                farm: Callable[..., dict[str, str]]) -> None:
+    done = run_cli(*render_args("envtimeout", 20), cwd=workdir,
+                   env=farm(HANG_AT=3, FRAMEFARM_FRAME_TIMEOUT=1.5))
+    assert done.returncode == 0, done.stderr
+    assert_video(workdir / "envtimeout.mp4", 20)
+    first = next(j for j in jobs(status("envtimeout", workdir)) if j["job"] == "render:0")
+    assert "frame 3 took longer than the frame timeout of 1.5 s" in str(first["error"])
+
+
+def test_resume_finds_the_runs_own_storage(workdir: Path, write_sketch: Callable[..., Path],
+                                           tmp_path: Path) -> None:
+    """A run rendered with --storage and --joblog elsewhere is resumed with --joblog alone."""
+    write_sketch("""
+        import os
+        import numpy as np
+        def render(ctx):
+            if ctx.frame == 15 and not os.path.exists("fixed"):
+                raise ValueError("not yet")
+            return np.full((ctx.height, ctx.width, 3), ctx.frame * 8, np.uint8)
+    """)
+    store, log = (tmp_path / "elsewhere").as_uri(), f"sqlite:///{tmp_path}/elsewhere.db"
+    done = run_cli(*render_args("away", 20), "--storage", store, "--joblog", log, cwd=workdir)
+    assert done.returncode == 2 and "frame 15" in done.stderr
+    (workdir / "fixed").touch()
+    resumed = run_cli("resume", "away", "--joblog", log, cwd=workdir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "1 of 2 chunks to render" in resumed.stderr
+    assert not (workdir / "framefarm-data").exists()
+    with av.open(str(workdir / "away.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 20

@@ -319,7 +319,7 @@ class LocalRunner(Runner):
                 joblog.release_lease(lease)
 
     def _record_run(self, joblog: JobLog, run_id: str, env: Mapping[str, str]) -> None:
-        settings = {k: env[k] for k in (config.FRAME_TIMEOUT,) if env.get(k)}
+        settings = {k: env[k] for k in (config.FRAME_TIMEOUT, config.STORAGE) if env.get(k)}
         run = joblog.get_run(run_id)
         if run is None:
             run = RunRecord(run_id=run_id, created_at=now_iso(), output=env.get(config.OUTPUT, ""))
