@@ -88,7 +88,7 @@ def test_the_seeds_quick_start(stack: dict[str, str], player: BatchPlayer, tmp_p
     # it names its runner and what resume and cancel rebuild it from
     assert run.runner == "batch"
     kept = ("FRAMEFARM_JOB_QUEUE", "FRAMEFARM_RENDER_JOB_DEFINITION",
-            "FRAMEFARM_ENCODE_JOB_DEFINITION", "FRAMEFARM_JOBLOG_TTL_DAYS")
+            "FRAMEFARM_ENCODE_JOB_DEFINITION", "FRAMEFARM_JOBLOG_TTL_DAYS", "FRAMEFARM_STORAGE")
     assert dict(run.settings) == {name: played[0].env[name] for name in kept}
 
     # `framefarm status` reads it back, merged with what Batch says.
