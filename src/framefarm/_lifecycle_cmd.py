@@ -7,10 +7,11 @@ import argparse
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from framefarm import config
-from framefarm.errors import UserError
-from framefarm.joblog import JobLog, open_joblog
+from framefarm.errors import LeaseHeld, UserError
+from framefarm.joblog import JobLog
 from framefarm.lifecycle import chunks_to_render
 from framefarm.model import RunRecord
 from framefarm.report import load_report
@@ -21,11 +22,13 @@ from framefarm.storage import open_storage
 
 def main(args: argparse.Namespace) -> int:
     """Run `framefarm resume` or `framefarm cancel`; the exit code."""
-    joblog = open_joblog(str(config.resolve(args.joblog, config.JOBLOG,
-                                            config.default_joblog_url())))
-    run = joblog.get_run(args.run_id)
-    if run is None:
-        raise UserError(f"run {args.run_id!r} is not in the job log {joblog.url}: see "
+    from framefarm.cli import existing_joblog
+
+    url = str(config.resolve(args.joblog, config.JOBLOG, config.default_joblog_url()))
+    joblog = existing_joblog(url)  # looking for a run creates no job log
+    run = joblog.get_run(args.run_id) if joblog is not None else None
+    if joblog is None or run is None:
+        raise UserError(f"run {args.run_id!r} is not in the job log {url}: see "
                         "`framefarm runs` (or give --joblog)")
     if args.command == "cancel":
         return cancel(run, joblog, options=_temporal_options(run, args))
@@ -78,9 +81,14 @@ def resume(run: RunRecord, joblog: JobLog, args: argparse.Namespace) -> int:
     todo = tuple(chunks_to_render(plan, digest, storage=storage, joblog=joblog))
     output = run.output or plan.output
     report = load_report(joblog, run.run_id) or {}
-    if not todo and report.get("status") == "SUCCEEDED":
+    delivered = "://" in output or Path(output).is_file()
+    if not todo and report.get("status") == "SUCCEEDED" and delivered:
         print(f"run {run.run_id} already SUCCEEDED -> {output}")
-        return 0
+        return 0  # (its video gone, it is encoded again from the segments)
+    holder = joblog.lease(run.run_id)
+    if holder is not None:  # refused before the cancellation is undone
+        raise LeaseHeld(f"run {run.run_id} is being rendered by {holder.describe()}: wait for "
+                        f"it, or stop it with `framefarm cancel {run.run_id}`")
     if run.cancelled_at:  # resuming a cancelled run starts it again
         run = replace(run, cancelled_at="")
         joblog.put_run(run)

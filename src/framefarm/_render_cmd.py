@@ -130,9 +130,14 @@ def drive(start: Start, *, runner: str, storage: Storage, joblog: JobLog, began:
         _otel.finish_job(storage, result.run_id, trace_id=tracing.span_trace_id(run_span),
                          name=f"run.{run_span.get_span_context().span_id:016x}", merge=finished)
     if result.cancelled:
-        print(f"framefarm: run {result.run_id} CANCELLED; its finished chunks are kept: "
-              f"`framefarm resume {result.run_id}{_backend_flags(storage, joblog)}` finishes it",
-              file=sys.stderr)
+        stopped = joblog.get_run(result.run_id)
+        if stopped is not None and not stopped.plan:
+            print(f"framefarm: run {result.run_id} CANCELLED before it was planned: render it "
+                  "again (the same --run-id may be used)", file=sys.stderr)
+        else:
+            print(f"framefarm: run {result.run_id} CANCELLED; its finished chunks are kept: "
+                  f"`framefarm resume {result.run_id}{_backend_flags(storage, joblog)}` "
+                  "finishes it", file=sys.stderr)
         return 130
     if not result.succeeded:
         return _report_failure(result, joblog_url=joblog.url)
@@ -189,6 +194,8 @@ def _existing_run(joblog: JobLog, args: argparse.Namespace, *, sketch: str) -> s
         raise LeaseHeld(f"run {args.run_id} is being rendered by {holder.describe()}: wait for "
                         f"it, stop it with `framefarm cancel {args.run_id}`, or choose another "
                         "--run-id")
+    if not run.plan:
+        return None  # it stopped before it was planned: nothing of it to keep, render it anew
     report = load_report(joblog, args.run_id) or {}
     status = report.get("status", "PENDING")
     if status == "SUCCEEDED" and _same_settings(run.plan, args, sketch=sketch) and run.output \
@@ -279,8 +286,9 @@ def _report_failure(result: RunResult, *, joblog_url: str) -> int:
         print(f"framefarm: {first.error}", file=sys.stderr)  # bad input: one line
         return first.exit_code
     if renders:
-        head = (f"run {result.run_id} FAILED: {len(renders)} render job(s) failed; the other "
-                f"chunks finished and their segments are kept in storage")
+        head = (f"run {result.run_id} FAILED: {len(renders)} render job(s) failed; the chunks "
+                "that finished keep their segments in storage, and `framefarm resume "
+                f"{result.run_id}` renders the rest")
     else:
         head = f"run {result.run_id} FAILED in {first.job}"
     print(f"framefarm: {head}\n{first.error}", file=sys.stderr)

@@ -357,7 +357,7 @@ def _status(args: argparse.Namespace) -> int:
 
 def _runs(args: argparse.Namespace) -> int:
     from framefarm.lifecycle import with_lost
-    from framefarm.report import run_status
+    from framefarm.report import overall_status
 
     joblog = existing_joblog(_joblog_url(args))
     if joblog is None:  # no job log file yet, so no runs
@@ -368,7 +368,8 @@ def _runs(args: argparse.Namespace) -> int:
     for run in joblog.runs():
         latest = with_lost(joblog.latest_jobs(run.run_id))
         rows.append({"run_id": run.run_id,
-                     "status": run_status(latest, cancelled=bool(run.cancelled_at)),
+                     "status": overall_status(run, latest,
+                                              driven=joblog.lease(run.run_id) is not None),
                      "runner": run.runner or "local",
                      "created_at": run.created_at, "total_frames": run.plan.get("total_frames"),
                      "sketch": run.plan.get("sketch", ""), "output": run.output})

@@ -270,8 +270,15 @@ def _run_step(env: JobEnv, *, run_id: str, storage: Storage, joblog: JobLog,
             raise  # KeyboardInterrupt, SystemExit: recorded, then let through
         return outcome
     current = joblog.get_job(run_id, record.job, record.attempt) or record
-    joblog.update_job(current, status="SUCCEEDED", frames=done.frames, outputs=done.outputs,
-                      **done.record)
+    try:
+        joblog.update_job(current, status="SUCCEEDED", frames=done.frames, outputs=done.outputs,
+                          **done.record)
+    except StatusConflict:  # another process closed this attempt meanwhile (cancel, resume)
+        final = joblog.get_job(run_id, record.job, record.attempt)
+        text = (f"{record.job} attempt {record.attempt} finished, but was recorded "
+                f"{final.status if final else 'missing'} by another process meanwhile")
+        return JobOutcome(job=record.job, run_id=run_id, succeeded=False, index=record.index,
+                          exit_code=1, error=text)
     return JobOutcome(job=record.job, run_id=run_id, succeeded=True, index=record.index,
                       result=done.result)
 
@@ -377,7 +384,7 @@ class JobWatch:
         try:
             while not self._stop.wait(tick):
                 now = time.monotonic()
-                if self._timeout and now - self._frame_began > self._timeout:
+                if self._timeout and now - self._frame_began > self._timeout and self._rendering():
                     self._expire()
                 due = now - last_write >= HEARTBEAT_SECONDS
                 if due or (self.done != written and now - last_write >= PROGRESS_INTERVAL):
@@ -390,11 +397,17 @@ class JobWatch:
         with contextlib.suppress(Exception):  # best effort: the job goes on without it
             self._record = self._joblog.update_job(self._record, **changes)
 
+    def _rendering(self) -> bool:
+        """Frames are being drawn: the plan is read and frames are left (the encoder's flush and
+        the upload after the last one are not a frame's time)."""
+        return self.chunk is not None and self.done < len(self.chunk)
+
     def _expire(self) -> None:
         chunk = self.chunk
-        frame = (chunk.start + self.done) if chunk is not None else None
-        where = f"{describe_chunk(chunk)}: " if chunk is not None else ""
-        what = f"frame {frame}" if frame is not None else "the sketch's setup"
+        assert chunk is not None
+        frame = chunk.start + self.done
+        where = f"{describe_chunk(chunk)}: "
+        what = f"frame {frame}" + (" (with the sketch's setup)" if self.done == 0 else "")
         text = (f"{where}{what} took longer than the frame timeout of {self._timeout:g} s "
                 f"(--frame-timeout, {config.FRAME_TIMEOUT}); the job was stopped")
         self._write(status="FAILED", error=text, frames=self.done)

@@ -35,6 +35,16 @@ def run_status(latest: Sequence[JobRecord], *, chunks: int | None = None,
     return "RUNNING"
 
 
+def overall_status(run: RunRecord | None, latest: Sequence[JobRecord], *, driven: bool) -> str:
+    """The run's status (run_status) from its record and the last attempt of each job: a
+    local run whose driver is gone (no lease) with no job running was interrupted: FAILED."""
+    status = run_status(latest, cancelled=bool(run and run.cancelled_at))
+    if status == "RUNNING" and run is not None and run.runner == "local" and not driven \
+            and not any(r.status == "RUNNING" for r in latest):
+        return "FAILED"
+    return status
+
+
 def merged_jobs(records: Sequence[JobRecord],
                 batch: Mapping[str, Mapping[str, str]]) -> list[JobRecord]:
     """The job log's records with what the runner (AWS Batch) says of the same jobs.
@@ -73,17 +83,20 @@ def frames_done(latest: Sequence[JobRecord]) -> int:
     return sum(r.frames for r in latest if r.kind == "render")
 
 
-def status_report(run: RunRecord | None, records: Sequence[JobRecord], run_id: str) -> dict[str, Any]:
-    """The run as `framefarm status --json` prints it."""
+def status_report(run: RunRecord | None, records: Sequence[JobRecord], run_id: str, *,
+                  driven: bool = True) -> dict[str, Any]:
+    """The run as `framefarm status --json` prints it; `driven`: a driver holds the run's lease
+    (a local run without one whose jobs all ended was interrupted)."""
     records = with_lost(records)
     latest: dict[str, JobRecord] = {}
     for record in records:
         latest[record.job] = record
+    status = overall_status(run, list(latest.values()), driven=driven)
     plan = dict(run.plan) if run else {}
     total = plan.get("total_frames")
     return {
         "run_id": run_id,
-        "status": run_status(list(latest.values()), cancelled=bool(run and run.cancelled_at)),
+        "status": status,
         "runner": (run.runner or "local") if run else "",
         "cancelled_at": run.cancelled_at if run else "",
         "created_at": run.created_at if run else "",
@@ -111,4 +124,4 @@ def load_report(joblog: JobLog, run_id: str) -> dict[str, Any] | None:
 
         chunks = int(run.plan.get("size") or 0)
         records = merged_jobs(records, batch_statuses(run, chunks=chunks))
-    return status_report(run, records, run_id)
+    return status_report(run, records, run_id, driven=joblog.lease(run_id) is not None)

@@ -393,14 +393,34 @@ class JobLogContract:
         assert joblog.lease(RUN) == again
 
     def test_expired_lease_is_taken_over(self, joblog: JobLog) -> None:
-        old = joblog.acquire_lease(RUN, seconds=0.2)
+        """A lease held on another machine lapses with its expiry; on this machine a live
+        holder keeps it (a stopped driver is not a dead one)."""
+        far = Lease(run_id=RUN, token="t-far", host="another-machine", pid=os.getpid(),
+                    since="2026-01-01T00:00:00.000Z", expires_at=time.time() + 0.2)
+        assert joblog._swap_lease(RUN, far, expect=None)
+        assert joblog.lease(RUN) == far
         time.sleep(0.3)
         assert joblog.lease(RUN) is None  # stale: as good as none
         new = joblog.acquire_lease(RUN)
-        assert new.token != old.token and joblog.lease(RUN) == new
-        assert joblog.renew_lease(old) is None  # the old holder learns it lost the run
-        joblog.release_lease(old)
+        assert new.token != far.token and joblog.lease(RUN) == new
+        assert joblog.renew_lease(far) is None  # the old holder learns it lost the run
+        joblog.release_lease(far)
         assert joblog.lease(RUN) == new
+
+    def test_a_lease_whose_pid_was_used_again_is_stale(self, joblog: JobLog) -> None:
+        """This process started long after the lease was taken: it is not its holder."""
+        reused = Lease(run_id=RUN, token="t-old", host=socket.gethostname(), pid=os.getpid(),
+                       since="2020-01-01T00:00:00.000Z", expires_at=time.time() + 600)
+        assert joblog._swap_lease(RUN, reused, expect=None)
+        assert joblog.lease(RUN) is None
+
+    def test_a_live_holder_here_keeps_an_expired_lease(self, joblog: JobLog) -> None:
+        mine = joblog.acquire_lease(RUN, seconds=0.2)
+        time.sleep(0.3)
+        assert joblog.lease(RUN) == mine
+        with pytest.raises(LeaseHeld):
+            joblog.acquire_lease(RUN)
+        assert joblog.renew_lease(mine) is not None
 
     def test_lease_of_an_exited_process_is_taken_over(self, joblog: JobLog) -> None:
         """A lease whose holder's process is gone from this machine is stale before it expires;

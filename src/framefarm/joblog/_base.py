@@ -41,6 +41,20 @@ LEASE_SECONDS = 30.0
 """How long a run's lease lasts unless renewed; its holder renews it every few seconds."""
 
 
+def _started_after(pid: int, since: str) -> bool:
+    """True when process `pid` started after the time `since` (so it is not the process that
+    took a lease then: its pid was used again); False when that cannot be told."""
+    try:
+        with open("/proc/stat") as f:
+            boot = next(float(line.split()[1]) for line in f if line.startswith("btime "))
+        with open(f"/proc/{pid}/stat") as f:
+            ticks = float(f.read().rpartition(")")[2].split()[19])
+        taken = datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False
+    return boot + ticks / os.sysconf("SC_CLK_TCK") > taken + 2.0
+
+
 def process_alive(pid: int) -> bool:
     """True when process `pid` exists on this machine (a zombie counts as gone)."""
     try:
@@ -128,9 +142,12 @@ class JobLog(ABC):
 
     @staticmethod
     def _stale(lease: Lease) -> bool:
-        if lease.expires_at < time.time():
-            return True
-        return lease.host == socket.gethostname() and not process_alive(lease.pid)
+        # On this machine the holder's process decides: a driver that is stopped (Ctrl-Z, a
+        # laptop asleep) keeps its run however long it misses renewing; one that is gone (or
+        # whose pid now names a later process) has lost it at once. Elsewhere, the expiry does.
+        if lease.host == socket.gethostname():
+            return not process_alive(lease.pid) or _started_after(lease.pid, lease.since)
+        return lease.expires_at < time.time()
 
     # -- jobs ---------------------------------------------------------------------------------
 

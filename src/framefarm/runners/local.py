@@ -40,7 +40,7 @@ from framefarm.integrity import describe_chunk
 from framefarm.job import JobEnv, run_job
 from framefarm.joblog import JobLog, StatusConflict, now_iso, open_joblog
 from framefarm.joblog._base import LEASE_SECONDS, process_alive
-from framefarm.lifecycle import HEARTBEAT_SECONDS, PID_PREFIX, close_open_attempts
+from framefarm.lifecycle import HEARTBEAT_SECONDS, PID_PREFIX, close_open_attempts, lost
 from framefarm.model import TERMINAL_STATUSES, Chunk, JobOutcome, Lease, RunRecord
 from framefarm.runners._base import (
     Progress,
@@ -56,10 +56,14 @@ POLL_SECONDS = 0.2
 CANCEL_CHECK_SECONDS = 1.0
 """How often the driver reads the job log for a `framefarm cancel` from another machine."""
 KILL_GRACE_SECONDS = 5.0
-"""How long past the frame timeout a worker may stay silent before the runner kills it (its
-own watch stops it first, unless native code holds the interpreter)."""
+"""How long past the frame timeout a worker's interpreter may stay held (its tick silent)
+before the runner kills it: its own watch stops a slow frame first, unless native code holds
+the interpreter so that no thread of it runs."""
 _PRELOAD = ["framefarm.job", "numpy", "av", "PIL.Image"]
 _CANCELLED = "cancelled: the run was stopped (Ctrl-C, SIGTERM or `framefarm cancel`)"
+_DONE, _TICK = 0, 1
+"""A worker's shared state: frames done in its chunk, and its tick (monotonic seconds)."""
+_TICK_SECONDS = 0.25
 _SCRATCH_PREFIX = "framefarm-driver"
 """Worker scratch folders are named framefarm-driver{pid}-{run}-w{n}-…, after their driver."""
 
@@ -134,9 +138,11 @@ def run_contract_job(env: Mapping[str, str],
 def _worker_main(conn: Connection, state: Any, scratch: str, traced: bool, parent: int) -> None:
     """A worker process: render the chunks it is sent, one at a time, until told to stop.
 
-    `state` is shared with the runner: frames done in the current chunk and when the last one
-    finished, so the runner can name the frame a dead worker was on, and kill one stuck in
-    native code. Ctrl-C is the runner's to handle; the worker ends with the runner.
+    `state` is shared with the runner: frames done in the current chunk, and a tick that a
+    thread of the worker renews four times a second, so the runner can name the frame a dead
+    worker was on and kill one whose interpreter native code holds (the tick stops; a worker
+    that only waits, on the job log say, keeps ticking). Ctrl-C is the runner's to handle; the
+    worker ends with the runner.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -148,8 +154,14 @@ def _worker_main(conn: Connection, state: Any, scratch: str, traced: bool, paren
     _start_worker(traced)
 
     def on_frame(done: int) -> None:
-        state[0], state[1] = done, time.monotonic()
+        state[_DONE] = done
 
+    def tick() -> None:
+        while True:
+            state[_TICK] = time.monotonic()
+            time.sleep(_TICK_SECONDS)
+
+    threading.Thread(target=tick, daemon=True, name="framefarm-worker-tick").start()
     while True:
         try:
             env = conn.recv()
@@ -157,7 +169,7 @@ def _worker_main(conn: Connection, state: Any, scratch: str, traced: bool, paren
             return
         if env is None:
             return
-        state[0], state[1] = 0, time.monotonic()
+        state[_DONE] = 0
         try:
             outcome = run_contract_job(env, on_frame)
         except SystemExit as exc:  # the sketch called sys.exit: a crash, as os._exit would be
@@ -192,19 +204,27 @@ class _Worker:
         self.frame_began = time.monotonic()
 
     def send(self, task: _Task, env: Mapping[str, str]) -> None:
-        self.task = task
-        self.state[0], self.state[1] = 0, time.monotonic()
+        if not self.process.is_alive():
+            raise BrokenPipeError(f"worker pid {self.process.pid} is gone")
+        self.state[_DONE], self.state[_TICK] = 0, time.monotonic()
         self.conn.send(dict(env))
+        self.task = task
 
     @property
     def frame(self) -> int | None:
         """The frame the worker is on (its chunk's first plus the frames it finished)."""
         if self.task is None:
             return None
-        return min(self.task.chunk.start + int(self.state[0]), self.task.chunk.stop - 1)
+        return min(self.task.chunk.start + int(self.state[_DONE]), self.task.chunk.stop - 1)
+
+    @property
+    def finishing(self) -> bool:
+        """Every frame of its chunk is done: it is storing the segment and recording it."""
+        return self.task is not None and int(self.state[_DONE]) >= len(self.task.chunk)
 
     def silent_for(self) -> float:
-        return time.monotonic() - float(self.state[1])
+        """Seconds since the worker's tick: how long its interpreter has been held."""
+        return time.monotonic() - float(self.state[_TICK])
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -276,10 +296,13 @@ class LocalRunner(Runner):
         chunks = [c for c in _chunks(total, per_job) if c.index in wanted]
         with self._lease(joblog, run_id) as lease:
             joblog.put_run(replace(joblog.get_run(run_id) or request.run, runner=self.name))
-            # Holding the lease, nobody else drives the run: what still shows running is lost.
-            close_open_attempts(joblog, run_id, status="FAILED",
-                                error="lost: still recorded as running when the run was resumed; "
-                                      "its process had gone (the command was killed)")
+            # Holding the lease, no other driver runs it: what shows running and is lost (its
+            # process gone) is recorded so.
+            gone = [r.job for r in joblog.jobs(run_id) if lost(r)]
+            if gone:
+                close_open_attempts(joblog, run_id, status="FAILED", jobs=gone,
+                                    error="lost: still recorded as running when the run was "
+                                          "resumed; its process had gone (the command was killed)")
             return self._render_and_encode(env, lease, chunks, total=total, plan=None,
                                            on_progress=on_progress)
 
@@ -287,18 +310,21 @@ class LocalRunner(Runner):
         """Stop the run's driver on this machine (SIGTERM, as Ctrl-C) and wait for it to record
         its jobs; a driver on another machine sees the cancellation in the job log."""
         lease = joblog.lease(run.run_id)
-        said = "no process was rendering it"
-        if lease is not None and lease.host == _hostname() and _is_framefarm(lease.pid):
-            os.kill(lease.pid, signal.SIGTERM)
+        if lease is not None:
+            if lease.host == _hostname() and _is_framefarm(lease.pid):
+                os.kill(lease.pid, signal.SIGTERM)  # stops at once, as on Ctrl-C
+            # Any driver sees the cancellation in the job log within CANCEL_CHECK_SECONDS and
+            # records its own jobs; wait for it to let go of the run.
             deadline = time.monotonic() + 15
-            while process_alive(lease.pid) and time.monotonic() < deadline:
+            while joblog.lease(run.run_id) is not None and time.monotonic() < deadline:
                 time.sleep(0.1)
-            said = f"stopped its driver, pid {lease.pid}"
-        elif lease is not None:
-            said = f"its driver, {lease.describe()}, stops within seconds"
+            if joblog.lease(run.run_id) is not None:
+                return (f"its driver, {lease.describe()}, has not stopped yet; it stops at its "
+                        "next look at the job log")
+        # No driver is left: what still shows running is recorded as cancelled.
         close_open_attempts(joblog, run.run_id, status="CANCELLED",
                             error="cancelled by `framefarm cancel`")
-        return said
+        return f"stopped its driver, pid {lease.pid}" if lease else "no process was rendering it"
 
     # -- the work -----------------------------------------------------------------------------
 
@@ -311,10 +337,18 @@ class LocalRunner(Runner):
 
     @contextlib.contextmanager
     def _lease(self, joblog: JobLog, run_id: str) -> Iterator[Lease]:
+        """Hold the run's lease, with a scratch folder of the driver's own for the jobs it runs
+        in this process (plan, encode), swept like the workers' if the driver is killed."""
         lease = joblog.acquire_lease(run_id)
+        sweep_scratch()
+        scratch = tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-{run_id[:40]}-w0-")
+        before = tempfile.tempdir
+        tempfile.tempdir = scratch
         try:
             yield lease
         finally:
+            tempfile.tempdir = before
+            shutil.rmtree(scratch, ignore_errors=True)
             with contextlib.suppress(Exception):
                 joblog.release_lease(lease)
 
@@ -335,6 +369,11 @@ class LocalRunner(Runner):
             failures = drive.render()
         except KeyboardInterrupt:
             return RunResult(run_id=run_id, succeeded=False, plan=plan, cancelled=True)
+        if drive.lost_lease:
+            taken = JobOutcome(job="run", run_id=run_id, succeeded=False, exit_code=1,
+                               error=f"run {run_id}: another driver took the run over while this "
+                                     "one was not renewing its lease; this one stopped")
+            return RunResult(run_id=run_id, succeeded=False, plan=plan, failures=(taken,))
         if drive.cancelled:
             return RunResult(run_id=run_id, succeeded=False, plan=plan, cancelled=True)
         if failures:
@@ -377,13 +416,13 @@ class _Drive:
         self.workers: list[_Worker] = []
         self.failures: list[JobOutcome] = []
         self.cancelled = False
+        self.lost_lease = False
         self._context: BaseContext | None = None
         self._spawned = 0
 
     def render(self) -> list[JobOutcome]:
         if not self.queue:
             return []
-        sweep_scratch()
         self._context = self.runner._context()
         began = last_renew = last_check = time.monotonic()
         try:
@@ -403,8 +442,9 @@ class _Drive:
                 now = time.monotonic()
                 if now - last_renew >= HEARTBEAT_SECONDS:
                     last_renew = now
-                    with contextlib.suppress(Exception):
-                        self.lease = self.joblog.renew_lease(self.lease) or self.lease
+                    if not self._renew():
+                        self._stop_all(because="its lease was taken by another driver")
+                        return []
                 if now - last_check >= CANCEL_CHECK_SECONDS:
                     last_check = now
                     if self._cancel_requested():
@@ -432,13 +472,19 @@ class _Drive:
         return worker
 
     def _dispatch(self) -> None:
-        for worker in self.workers:
+        for worker in list(self.workers):
             if worker.task is None and self.queue:
                 task = self.queue.popleft()
+                try:
+                    worker.send(task, {**self.env, config.JOB_TYPE: "render",
+                                       config.ARRAY_INDEX: str(task.chunk.index)})
+                except OSError:  # it died while idle: its chunk goes to a fresh one, untried
+                    worker.task = None
+                    self.queue.appendleft(task)
+                    self._lost(worker)
+                    continue
                 task.tries += 1
                 task.sent_at = now_iso()
-                worker.send(task, {**self.env, config.JOB_TYPE: "render",
-                                   config.ARRAY_INDEX: str(task.chunk.index)})
 
     def _collect(self, worker: _Worker) -> None:
         """The worker answered, or died."""
@@ -496,7 +542,12 @@ class _Drive:
             if not stuck and "frame timeout" not in head:
                 head += f" (its worker, pid {worker.process.pid}, {how_it_ended(exitcode)})"
             return f"{head}\n{rest}".rstrip()
-        where = f"while rendering frame {frame}" if frame is not None else "before it began"
+        if worker.finishing:
+            where = "after its last frame, while storing its segment"
+        elif frame is not None and frame == task.chunk.start:
+            where = f"while starting the chunk or rendering frame {frame}"
+        else:
+            where = f"while rendering frame {frame}"
         if stuck:
             why = (f"frame {frame} took longer than the frame timeout of {self.timeout:g} s "
                    f"(--frame-timeout, {config.FRAME_TIMEOUT}) and its worker, pid "
@@ -509,15 +560,33 @@ class _Drive:
                 self.joblog.update_job(record, status="FAILED", error=error)
         return error
 
+    def _renew(self) -> bool:
+        """Renew the run's lease; False when another driver holds it now (this one was taken
+        for dead: its machine moved it elsewhere, say). A job log that does not answer now
+        keeps the lease as it was."""
+        try:
+            renewed = self.joblog.renew_lease(self.lease)
+        except Exception:  # a busy or failing job log: try again at the next beat
+            return True
+        if renewed is None:
+            holder = self.joblog.lease(self.run_id)
+            self.runner.announce(f"run {self.run_id}: stopping, another driver took it over"
+                                 + (f" ({holder.describe()})" if holder else ""))
+            self.lost_lease = True
+            return False
+        self.lease = renewed
+        return True
+
     def _cancel_requested(self) -> bool:
         with tracing.untraced():
             run = self.joblog.get_run(self.run_id)
         return bool(run and run.cancelled_at)
 
-    def _stop_all(self) -> None:
+    def _stop_all(self, because: str = "") -> None:
         """Kill every worker at once and record the attempts in flight CANCELLED."""
         self.cancelled = True
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C waits
+        stops = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stops)  # a second Ctrl-C waits for this
         try:
             in_flight = [f"render:{w.task.chunk.index}" for w in self.workers if w.task]
             for worker in self.workers:
@@ -526,9 +595,10 @@ class _Drive:
             self.queue.clear()
             with contextlib.suppress(Exception):
                 close_open_attempts(self.joblog, self.run_id, status="CANCELLED",
-                                    error=_CANCELLED, jobs=in_flight)
+                                    error=f"cancelled: {because}" if because else _CANCELLED,
+                                    jobs=in_flight)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
 
     def _progress(self, elapsed: float) -> Progress:
         latest = [r for r in self.joblog.latest_jobs(self.run_id) if r.kind == "render"]
