@@ -13,15 +13,19 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import av
 import numpy as np
 import psutil
 import pytest
 
+from framefarm.joblog import open_joblog
+from framefarm.model import JobRecord
 from tests.conftest import framefarm_command, psnr, run_cli
 
 pytestmark = pytest.mark.integration
+T = TypeVar("T")
 
 W, H = 64, 48
 
@@ -125,9 +129,39 @@ def wait_until(check: Callable[[], bool], timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
+def records(cwd: Path, run_id: str) -> list[JobRecord]:
+    """The run's job records, read straight from the job log's SQLite file."""
+    path = cwd / "framefarm-data" / "joblog.sqlite3"
+    if not path.exists():
+        return []
+    joblog = open_joblog(f"sqlite:///{path}")
+    try:
+        return joblog.jobs(run_id)
+    finally:
+        joblog.close()
+
+
+def wait_for_value(get: Callable[[], T | None], timeout: float = 60) -> T:
+    deadline = time.monotonic() + timeout
+    while (value := get()) is None:
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+    return value
+
+
 def frames_done(cwd: Path, run_id: str) -> int:
-    done = run_cli("status", run_id, "--json", cwd=cwd)
-    return int(json.loads(done.stdout)["frames_done"]) if done.returncode == 0 else 0
+    latest = {r.job: r for r in records(cwd, run_id)}
+    return sum(r.frames for r in latest.values() if r.kind == "render")
+
+
+def busy_worker(cwd: Path, run_id: str, process: subprocess.Popen[str]) -> psutil.Process | None:
+    """A worker of `process` in the middle of a chunk (a few frames done, more to go)."""
+    mine = {p.pid for p in workers_of(process)}
+    for r in records(cwd, run_id):
+        pid = int(r.runner_id.removeprefix("pid:")) if r.runner_id.startswith("pid:") else 0
+        if r.status == "RUNNING" and 2 <= r.frames <= 6 and pid in mine:
+            return psutil.Process(pid)
+    return None
 
 
 def workers_of(process: subprocess.Popen[str]) -> list[psutil.Process]:
@@ -140,9 +174,8 @@ def gone(pids: list[int]) -> bool:
 
 
 def test_a_killed_worker_costs_only_its_chunk(workdir: Path, farm: Callable[..., dict[str, str]]) -> None:
-    proc = start(*render_args("killw", 80), cwd=workdir, env=farm(SLOW=0.04))
-    wait_until(lambda: frames_done(workdir, "killw") >= 15)
-    victim = workers_of(proc)[0]
+    proc = start(*render_args("killw", 80), cwd=workdir, env=farm(SLOW=0.08))
+    victim = wait_for_value(lambda: busy_worker(workdir, "killw", proc))
     victim.send_signal(signal.SIGKILL)
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
@@ -216,7 +249,7 @@ def test_a_frame_stuck_in_native_code_is_killed(workdir: Path,
 
 def test_ctrl_c_stops_at_once_and_resume_finishes(workdir: Path,
                                                  farm: Callable[..., dict[str, str]]) -> None:
-    proc = start(*render_args("ctrlc", 200), cwd=workdir, env=farm(SLOW=0.03))
+    proc = start(*render_args("ctrlc", 200), cwd=workdir, env=farm(SLOW=0.05))
     wait_until(lambda: frames_done(workdir, "ctrlc") >= 40)
     pids = [p.pid for p in workers_of(proc)]
     assert pids
@@ -248,7 +281,7 @@ def test_ctrl_c_stops_at_once_and_resume_finishes(workdir: Path,
 
 def test_sigkill_of_the_command_then_resume(workdir: Path,
                                             farm: Callable[..., dict[str, str]]) -> None:
-    proc = start(*render_args("killall", 120), cwd=workdir, env=farm(SLOW=0.03))
+    proc = start(*render_args("killall", 120), cwd=workdir, env=farm(SLOW=0.06))
     wait_until(lambda: frames_done(workdir, "killall") >= 30)
     pids = [p.pid for p in workers_of(proc)]
     proc.send_signal(signal.SIGKILL)  # the driver only: its workers must not outlive it
@@ -282,9 +315,6 @@ def test_cancel_from_another_shell(workdir: Path, farm: Callable[..., dict[str, 
     proc = start(*render_args("cancel", 200), cwd=workdir, env=farm(SLOW=0.03))
     wait_until(lambda: frames_done(workdir, "cancel") >= 20)
     pids = [p.pid for p in workers_of(proc)]
-    # Running attempts say they are alive, from their watch thread.
-    running = [j for j in jobs(status("cancel", workdir)) if j["status"] == "RUNNING"]
-    assert running and all(j["heartbeat_at"] for j in running if j["frames"])
     done = run_cli("cancel", "cancel", cwd=workdir)
     assert done.returncode == 0, done.stderr
     assert f"stopped its driver, pid {proc.pid}" in done.stdout
@@ -378,18 +408,23 @@ def test_a_locked_job_log_fails_no_chunk(workdir: Path, farm: Callable[..., dict
     while chunks render: progress and heartbeats wait or are dropped, the run still finishes."""
     from framefarm.joblog.sqlite import BUSY_TIMEOUT_SECONDS
 
-    proc = start(*render_args("locked", 120), cwd=workdir, env=farm(SLOW=0.03))
+    # 400 frames of 0.1 s on 2 workers: about 20 s of rendering, and the lock held for 35 s of it.
+    proc = start(*render_args("locked", 400), cwd=workdir, env=farm(SLOW=0.1))
     wait_until(lambda: frames_done(workdir, "locked") >= 10)
     hold = BUSY_TIMEOUT_SECONDS + 5
-    holder = subprocess.run(
+    holder = subprocess.Popen(
         ["python3", "-c", "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], "
-         "isolation_level=None); c.execute('BEGIN EXCLUSIVE'); time.sleep(float(sys.argv[2])); "
-         "c.execute('ROLLBACK')", str(workdir / "framefarm-data" / "joblog.sqlite3"), str(hold)],
-        timeout=hold + 30, check=True)
-    assert holder.returncode == 0
+         "isolation_level=None); c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); "
+         "time.sleep(float(sys.argv[2])); c.execute('ROLLBACK')",
+         str(workdir / "framefarm-data" / "joblog.sqlite3"), str(hold)],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    assert proc.poll() is None, "the run ended before the job log was locked"
+    assert holder.wait(timeout=hold + 30) == 0
+    assert proc.poll() is None, "the run ended while the job log was locked"
     _out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err
-    assert_video(workdir / "locked.mp4", 120)
+    assert_video(workdir / "locked.mp4", 400)
     report = status("locked", workdir)
     assert report["status"] == "SUCCEEDED"
     assert not [j for j in jobs(report) if j["status"] == "FAILED"]
@@ -426,3 +461,112 @@ def test_resume_finds_the_runs_own_storage(workdir: Path, write_sketch: Callable
     assert not (workdir / "framefarm-data").exists()
     with av.open(str(workdir / "away.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) == 20
+
+
+def test_a_heartbeat_while_one_frame_takes_long(workdir: Path, write_sketch: Callable[..., Path]) -> None:
+    """A frame of 12 s: frames done stay 0, yet the attempt's heartbeat moves on every 5 s."""
+    write_sketch("""
+        import time
+        import numpy as np
+        def render(ctx):
+            if ctx.frame == 0:
+                time.sleep(12)
+            return np.zeros((ctx.height, ctx.width, 3), np.uint8)
+    """)
+    proc = start(*render_args("beat", 2, 2), cwd=workdir, env={})
+    seen: set[str] = set()
+
+    def beats() -> bool:
+        for r in records(workdir, "beat"):
+            if r.job == "render:0" and r.status == "RUNNING" and r.frames == 0 and r.heartbeat_at:
+                seen.add(r.heartbeat_at)
+        return len(seen) >= 2
+
+    wait_until(beats, timeout=30)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+
+
+def test_ctrl_c_while_planning(workdir: Path, write_sketch: Callable[..., Path]) -> None:
+    """Stopped before its plan: nothing to resume, and the same run id renders again."""
+    write_sketch(SKETCH.replace("SLOW = float", "import time; time.sleep(float("
+                                "os.environ.get('LOAD', '0')))\n    SLOW = float"), "sketch.py")
+    proc = start(*render_args("early", 20), cwd=workdir, env={"LOAD": "30", "MARKERS": str(workdir)})
+    wait_until(lambda: any(r.job == "plan" for r in records(workdir, "early")))
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGINT)
+    _out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130
+    assert "CANCELLED before it was planned" in err
+    assert [r.status for r in records(workdir, "early")] == ["CANCELLED"]
+    again = run_cli(*render_args("early", 20), cwd=workdir, env={"MARKERS": str(workdir)})
+    assert again.returncode == 0, again.stderr
+    assert_video(workdir / "early.mp4", 20)
+
+
+def test_a_worker_that_dies_between_chunks(workdir: Path, farm: Callable[..., dict[str, str]]) -> None:
+    """The driver is stopped (SIGSTOP) while its workers finish their chunks and wait for more;
+    one idle worker is killed; the driver goes on: its next chunk goes to a fresh worker."""
+    proc = start(*render_args("idle", 120), cwd=workdir, env=farm(SLOW=0.02))
+    wait_until(lambda: frames_done(workdir, "idle") >= 20)
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: not [r for r in records(workdir, "idle") if r.status == "RUNNING"],
+                   timeout=20)
+        victim = workers_of(proc)[0]
+        victim.send_signal(signal.SIGKILL)
+        wait_until(lambda: not psutil.pid_exists(victim.pid)
+                   or victim.status() == psutil.STATUS_ZOMBIE, timeout=10)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert_video(workdir / "idle.mp4", 120)
+    report = status("idle", workdir)
+    assert report["status"] == "SUCCEEDED"
+    # It died between chunks: no attempt of any chunk was lost to it.
+    assert not [j for j in jobs(report) if j["status"] != "SUCCEEDED"]
+
+
+FORKSERVER_DRIVER = """
+import sys, threading, time
+import framefarm
+
+if __name__ == "__main__":  # workers from a forkserver import this module again
+    threading.Thread(target=time.sleep, args=(600,), daemon=True).start()  # fork is unsafe now
+    try:
+        framefarm.render("sketch.py", sys.argv[1], frames=int(sys.argv[2]), per_job=10,
+                         size=(64, 48), run_id=sys.argv[3], workers=2)
+    except KeyboardInterrupt as stopped:
+        print(stopped, file=sys.stderr)
+        sys.exit(130)
+"""
+
+
+def test_the_python_api_from_a_threaded_program(workdir: Path, farm: Callable[..., dict[str, str]]) -> None:
+    """A driver with threads starts its workers from a forkserver: a worker killed mid-chunk
+    still costs only its chunk, and `framefarm cancel` stops an API driver, which records its
+    own jobs CANCELLED."""
+    (workdir / "driver.py").write_text(FORKSERVER_DRIVER)
+    env = {**os.environ, **farm(SLOW=0.08)}
+    proc = subprocess.Popen(["python3", "driver.py", "api.mp4", "80", "api"], cwd=workdir, env=env,
+                            text=True, stderr=subprocess.PIPE, start_new_session=True)
+    victim = wait_for_value(lambda: busy_worker(workdir, "api", proc))
+    victim.send_signal(signal.SIGKILL)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert_video(workdir / "api.mp4", 80)
+    lost = [r for r in records(workdir, "api") if r.status == "FAILED"]
+    assert len(lost) == 1 and f"pid {victim.pid}" in lost[0].error
+
+    proc = subprocess.Popen(["python3", "driver.py", "api2.mp4", "400", "api2"], cwd=workdir,
+                            env=env, text=True, stderr=subprocess.PIPE, start_new_session=True)
+    wait_until(lambda: frames_done(workdir, "api2") >= 10)
+    done = run_cli("cancel", "api2", cwd=workdir)
+    assert done.returncode == 0, done.stderr
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "framefarm resume api2" in err
+    final = records(workdir, "api2")
+    assert not [r for r in final if r.status == "RUNNING"]
+    assert [r for r in final if r.status == "CANCELLED"]
+    assert status("api2", workdir)["status"] == "CANCELLED"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import multiprocessing
+import multiprocessing.util
 import os
 import shutil
 import signal
@@ -341,6 +342,10 @@ class LocalRunner(Runner):
         in this process (plan, encode), swept like the workers' if the driver is killed."""
         lease = joblog.acquire_lease(run_id)
         sweep_scratch()
+        if threading.active_count() > 1:
+            # A forkserver will start the workers: its socket's folder is made in the real
+            # temporary folder (multiprocessing keeps it for the process's life), not in ours.
+            multiprocessing.util.get_temp_dir()
         scratch = tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-{run_id[:40]}-w0-")
         before = tempfile.tempdir
         tempfile.tempdir = scratch
