@@ -24,7 +24,7 @@ def die_with(pid: int) -> None:
         try:
             ended = os.pidfd_open(pid)  # Linux 5.3+: readable when the process ends
         except (AttributeError, OSError):
-            while _running(pid):
+            while process_alive(pid):
                 time.sleep(1.0)
         else:
             select.select([ended], [], [])
@@ -43,14 +43,19 @@ def die_with_parent() -> None:
         pass
 
 
-def _running(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True when process `pid` exists on this machine (a zombie counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        pass
-    return True
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def how_it_ended(exitcode: int | None) -> str:

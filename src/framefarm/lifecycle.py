@@ -8,9 +8,9 @@ import socket
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
+from framefarm._procs import process_alive
 from framefarm.integrity import SegmentDigest, check_segment
 from framefarm.joblog import JobLog
-from framefarm.joblog._base import process_alive
 from framefarm.model import TERMINAL_STATUSES, JobRecord, Plan
 from framefarm.steps._keys import segment_key
 from framefarm.storage import Storage

@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from framefarm._procs import process_alive
 from framefarm.errors import FramefarmError, LeaseHeld, UserError
 from framefarm.model import (
     STATUSES,
@@ -53,21 +54,6 @@ def _started_after(pid: int, since: str) -> bool:
     except (OSError, ValueError, IndexError, StopIteration):
         return False
     return boot + ticks / os.sysconf("SC_CLK_TCK") > taken + 2.0
-
-
-def process_alive(pid: int) -> bool:
-    """True when process `pid` exists on this machine (a zombie counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 class StatusConflict(FramefarmError):

@@ -36,11 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from framefarm import _otel, config, job, tracing
-from framefarm._procs import die_with, die_with_parent, how_it_ended
+from framefarm._procs import die_with, die_with_parent, how_it_ended, process_alive
 from framefarm.integrity import describe_chunk
 from framefarm.job import JobEnv, run_job
 from framefarm.joblog import JobLog, StatusConflict, now_iso, open_joblog
-from framefarm.joblog._base import LEASE_SECONDS, process_alive
+from framefarm.joblog._base import LEASE_SECONDS
 from framefarm.lifecycle import HEARTBEAT_SECONDS, PID_PREFIX, close_open_attempts, lost
 from framefarm.model import TERMINAL_STATUSES, Chunk, JobOutcome, Lease, RunRecord
 from framefarm.runners._base import (
