@@ -396,10 +396,10 @@ class JobLogContract:
         """A lease held on another machine lapses with its expiry; on this machine a live
         holder keeps it (a stopped driver is not a dead one)."""
         far = Lease(run_id=RUN, token="t-far", host="another-machine", pid=os.getpid(),
-                    since="2026-01-01T00:00:00.000Z", expires_at=time.time() + 0.2)
+                    since="2026-01-01T00:00:00.000Z", expires_at=time.time() + 2.0)
         assert joblog._swap_lease(RUN, far, expect=None)
         assert joblog.lease(RUN) == far
-        time.sleep(0.3)
+        time.sleep(max(0.0, far.expires_at - time.time()) + 0.1)
         assert joblog.lease(RUN) is None  # stale: as good as none
         new = joblog.acquire_lease(RUN)
         assert new.token != far.token and joblog.lease(RUN) == new
@@ -467,8 +467,12 @@ class JobLogContract:
         """Drivers race for the same runs, half of them held by a stale lease: each run goes
         to exactly one, and every other driver is told who has it."""
         runs = [f"race-{i}" for i in range(LEASE_RACES)]
-        stale = {run_id: joblog.acquire_lease(run_id, seconds=0.05) for run_id in runs[::2]}
-        time.sleep(0.1)
+        # Stale: held on another machine and not renewed past its expiry.
+        stale = {run_id: Lease(run_id=run_id, token=f"t-{run_id}", host="another-machine",
+                               pid=1, since="2026-01-01T00:00:00.000Z",
+                               expires_at=time.time() - 1) for run_id in runs[::2]}
+        for run_id, lease in stale.items():
+            assert joblog._swap_lease(run_id, lease, expect=None)
         if self.crosses_processes:  # real processes, each with its own connection or client
             context: Any = multiprocessing.get_context("spawn")
             start, done, reports = (context.Barrier(LEASE_RACERS), context.Barrier(LEASE_RACERS + 1),

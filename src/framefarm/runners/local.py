@@ -480,16 +480,16 @@ class _Drive:
         for worker in list(self.workers):
             if worker.task is None and self.queue:
                 task = self.queue.popleft()
+                task.tries += 1
+                task.sent_at = now_iso()  # before the worker can record its start
                 try:
                     worker.send(task, {**self.env, config.JOB_TYPE: "render",
                                        config.ARRAY_INDEX: str(task.chunk.index)})
                 except OSError:  # it died while idle: its chunk goes to a fresh one, untried
+                    task.tries -= 1
                     worker.task = None
                     self.queue.appendleft(task)
                     self._lost(worker)
-                    continue
-                task.tries += 1
-                task.sent_at = now_iso()
 
     def _collect(self, worker: _Worker) -> None:
         """The worker answered, or died."""
