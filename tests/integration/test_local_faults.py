@@ -570,3 +570,17 @@ def test_the_python_api_from_a_threaded_program(workdir: Path, farm: Callable[..
     assert not [r for r in final if r.status == "RUNNING"]
     assert [r for r in final if r.status == "CANCELLED"]
     assert status("api2", workdir)["status"] == "CANCELLED"
+
+
+def test_render_again_of_a_finished_run(workdir: Path, farm: Callable[..., dict[str, str]]) -> None:
+    """The same command again prints the video's path; other settings under the id are refused."""
+    first = run_cli(*render_args("again", 20), cwd=workdir, env=farm())
+    assert first.returncode == 0, first.stderr
+    same = run_cli(*render_args("again", 20), cwd=workdir, env=farm())
+    assert same.returncode == 0, same.stderr
+    video = workdir / "again.mp4"
+    assert same.stdout.strip() == f"run again: already rendered with these settings -> {video}"
+    assert [r.attempt for r in records(workdir, "again") if r.job == "render:0"] == [1]
+    other = run_cli(*render_args("again", 30), cwd=workdir, env=farm())
+    assert other.returncode == 2
+    assert "run again already exists (SUCCEEDED)" in other.stderr and "another --run-id" in other.stderr
