@@ -64,7 +64,7 @@ def cancel(run: RunRecord, joblog: JobLog, *, options: dict[str, object] | None 
 
 def resume(run: RunRecord, joblog: JobLog, args: argparse.Namespace) -> int:
     """Render the run's chunks that have no verified segment, then encode it."""
-    from framefarm._render_cmd import announce, drive
+    from framefarm._render_cmd import announce, drive, frame_timeout_env
 
     began = time.perf_counter()
     if not args.wait and run.runner != "batch":
@@ -77,7 +77,7 @@ def resume(run: RunRecord, joblog: JobLog, args: argparse.Namespace) -> int:
     plan, digest = read_plan_and_hash(run.run_id, storage) if run.plan else (None, "")
     if plan is None:
         raise UserError(f"run {run.run_id} failed before it was planned, so there is nothing to "
-                        "resume: render it again (under a new --run-id)")
+                        "resume: render it again (the same --run-id may be used)")
     todo = tuple(chunks_to_render(plan, digest, storage=storage, joblog=joblog))
     output = run.output or plan.output
     report = load_report(joblog, run.run_id) or {}
@@ -94,10 +94,7 @@ def resume(run: RunRecord, joblog: JobLog, args: argparse.Namespace) -> int:
         joblog.put_run(run)
     env = {config.RUN_ID: run.run_id, config.STORAGE: storage.url, config.JOBLOG: joblog.url,
            config.OUTPUT: plan.output or output}
-    if args.frame_timeout is not None:
-        env[config.FRAME_TIMEOUT] = f"{args.frame_timeout:g}"
-    elif run.settings.get(config.FRAME_TIMEOUT):
-        env[config.FRAME_TIMEOUT] = run.settings[config.FRAME_TIMEOUT]
+    env.update(frame_timeout_env(args.frame_timeout, run.settings.get(config.FRAME_TIMEOUT, "")))
     options: dict[str, object] = {"workers": args.workers} if args.workers else {}
     if (run.runner or "local") in ("local", "temporal"):
         options["announce"] = announce

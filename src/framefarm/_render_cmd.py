@@ -38,6 +38,14 @@ def _sketch_location(sketch: str) -> str:
     return str(path.resolve())
 
 
+def frame_timeout_env(flag: float | None, recorded: str = "") -> dict[str, str]:
+    """FRAMEFARM_FRAME_TIMEOUT for a run's jobs: the flag, else the variable, else what the
+    run recorded (resume); none: the jobs' default. Each job checks the value."""
+    given = None if flag is None else f"{flag:g}"
+    value = config.resolve(given, config.FRAME_TIMEOUT, recorded or None)
+    return {config.FRAME_TIMEOUT: value} if value else {}
+
+
 def announce(line: str) -> None:
     """A runner's word to the user (a retried chunk, a run's link), on stderr."""
     print(f"framefarm: {line}", file=sys.stderr, flush=True)
@@ -85,10 +93,7 @@ def render_command(args: argparse.Namespace) -> int:
                        joblog=joblog.url, frames=args.frames, per_job=args.per_job, fps=args.fps,
                        size=args.size, crf=args.crf, preset=args.preset, run_id=args.run_id,
                        keep_frames=args.keep_frames)
-    frame_timeout = config.resolve(None if args.frame_timeout is None else f"{args.frame_timeout:g}",
-                                   config.FRAME_TIMEOUT)
-    if frame_timeout:  # the flag, else FRAMEFARM_FRAME_TIMEOUT (each job checks it)
-        env[config.FRAME_TIMEOUT] = frame_timeout
+    env.update(frame_timeout_env(args.frame_timeout))
     if args.run_id:
         finished = _existing_run(joblog, args, sketch=sketch)
         if finished is not None:

@@ -1,5 +1,6 @@
 """A run's life as the job log tells it: which segments are verified (resume renders the rest),
-which attempts are lost (silent for longer than their timeout), and the job-side heartbeat."""
+which attempts are lost (silent for longer than their timeout, or their process gone), and
+closing what a stopped run left open."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from framefarm._procs import process_alive
+from framefarm.errors import SegmentRejected, StorageKeyError
 from framefarm.integrity import SegmentDigest, check_segment
-from framefarm.joblog import JobLog
+from framefarm.joblog import JobLog, StatusConflict
 from framefarm.model import TERMINAL_STATUSES, JobRecord, Plan
 from framefarm.steps._keys import segment_key
 from framefarm.storage import Storage
+from framefarm.video import scratch_file
 
 HEARTBEAT_SECONDS = 5.0
 """How often a running attempt writes its heartbeat (and frames done) to the job log."""
@@ -39,9 +42,6 @@ def chunks_to_render(plan: Plan, plan_hash: str, *, storage: Storage,
                      joblog: JobLog) -> list[int]:
     """The chunks of `plan` with no verified segment: no successful render of this plan, or a
     stored segment that does not match its record (each present segment is hashed)."""
-    from framefarm.errors import SegmentRejected, StorageKeyError
-    from framefarm.video import scratch_file
-
     expected = expected_segments(joblog.jobs(plan.run_id))
     todo = []
     for chunk in plan.chunks():
@@ -107,8 +107,6 @@ def close_open_attempts(joblog: JobLog, run_id: str, *, status: str, error: str,
                         jobs: Iterable[str] | None = None) -> list[JobRecord]:
     """Give every attempt of the run (or of `jobs`) that is not final the status `status`;
     returns the records changed. One that finished meanwhile is left as it is."""
-    from framefarm.joblog import StatusConflict
-
     wanted = set(jobs) if jobs is not None else None
     changed = []
     for record in joblog.jobs(run_id):
