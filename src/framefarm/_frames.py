@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from typing import Any
 
@@ -67,3 +68,12 @@ def to_array(image: object, *, frame: int, width: int, height: int) -> np.ndarra
     raise SketchError(
         f"frame {frame}: render() returned {type(image).__name__}; expected a NumPy "
         f"{_expected(width, height)}, a PIL.Image or a matplotlib Figure", frame=frame)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """A frame as a PNG (fast compression: kept frames are for looking at, not archiving)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()

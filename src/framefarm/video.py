@@ -23,6 +23,29 @@ from framefarm.model import VideoSettings
 
 _BT709 = 1  # ITU-T H.273 code for BT.709 primaries, transfer and matrix
 
+KEYINT = 250
+"""x264's default longest run of frames between key frames (its `keyint`)."""
+
+
+def segment_keyint(frames: int) -> int:
+    """The key-frame interval for a segment of `frames` frames.
+
+    A segment starts with a key frame, so it gets as many key frames as one long encode would
+    give its frames, never more: floor(frames / KEYINT) (at least one), evenly spaced. A segment
+    of KEYINT to 2 * KEYINT - 1 frames is one group of pictures; one shorter is one short group.
+    """
+    groups = max(1, frames // KEYINT)
+    return -(-frames // groups)
+
+
+def to_yuv(pixels: np.ndarray, *, threads: int | None = None) -> av.VideoFrame:
+    """A uint8 HxWx3 (RGB) or HxWx4 (RGBA, alpha ignored) array as the encoder's frame:
+    Y'CbCr 4:2:0, BT.709 matrix, limited range."""
+    fmt = "rgba" if pixels.shape[2] == 4 else "rgb24"
+    frame = av.VideoFrame.from_ndarray(pixels, format=fmt)
+    return frame.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709,
+                          dst_color_range=ColorRange.MPEG, threads=threads)
+
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -45,8 +68,9 @@ class SegmentWriter:
     """
 
     def __init__(self, path: str | Path, *, video: VideoSettings, threads: int = 0,
-                 faststart: bool = False) -> None:
-        """`threads`: how many threads x264 and the colour conversion may use (0: their choice)."""
+                 faststart: bool = False, keyint: int = 0) -> None:
+        """`threads`: how many threads x264 and the colour conversion may use (0: their choice);
+        `keyint`: the most frames between key frames (0: x264's KEYINT)."""
         self.path = Path(path)
         self.video = video
         options = {"movflags": "+faststart"} if faststart else {}
@@ -63,6 +87,8 @@ class SegmentWriter:
         ctx.colorspace = _BT709
         ctx.color_range = int(ColorRange.MPEG)
         ctx.thread_count = threads
+        if keyint:
+            ctx.gop_size = keyint
         ctx.options = {"crf": str(video.crf), "preset": video.preset}
         if threads:
             ctx.options = {**ctx.options, "threads": str(threads)}
@@ -78,10 +104,10 @@ class SegmentWriter:
 
     def write(self, pixels: np.ndarray) -> None:
         """Encode one frame: a uint8 HxWx3 (RGB) or HxWx4 (RGBA, alpha ignored) array."""
-        fmt = "rgba" if pixels.shape[2] == 4 else "rgb24"
-        frame = av.VideoFrame.from_ndarray(pixels, format=fmt)
-        frame = frame.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709,
-                               dst_color_range=ColorRange.MPEG, threads=self._threads or None)
+        self.write_yuv(to_yuv(pixels, threads=self._threads or None))
+
+    def write_yuv(self, frame: av.VideoFrame) -> None:
+        """Encode one frame already converted by `to_yuv`."""
         frame.pts = self._count
         frame.time_base = self._frame_time_base
         self._count += 1

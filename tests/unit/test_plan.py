@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from framefarm.errors import UserError
 from framefarm.model import Plan, VideoSettings
-from framefarm.steps._sizing import auto_frames_per_job, estimate_frame_seconds
+from framefarm.steps._sizing import auto_frames_per_job, estimate_frame_seconds, needs_probe
 from framefarm.steps.plan import make_plan
 
 VIDEO = VideoSettings(width=64, height=48, fps="30")
@@ -70,11 +70,14 @@ def test_plan_json_round_trip_lists_every_chunk() -> None:
 
 
 @pytest.mark.parametrize("total, frame_seconds, parallelism, start, expected_chunks", [
-    (240, 0.03, 2, 0.005, 8),         # one machine: 4 chunks per worker
-    (240, 0.0001, 2, 0.005, 1),       # a tiny video: one chunk, not 8 of nothing
-    (10, 0.03, 2, 0.005, 1),          # 0.3 s of work: no point splitting below 0.25 s chunks
-    (7, 10.0, 8, 0.005, 7),           # never more chunks than frames
-    (100_000, 1.0, 0, 20.0, 500),     # AWS Batch: chunks of 200 s (3 min 20 s)
+    (240, 0.03, 2, 0.005, 1),         # shorter than x264's key-frame interval: one segment
+    (2400, 0.03, 2, 0.005, 8),        # 9 segments of 250+ frames fit; 8 keeps 2 workers even
+    (2400, 0.03, 3, 0.005, 9),        # 9 = 3 rounds of 3
+    (750, 0.03, 2, 0.005, 2),         # 3 fit, 2 keep both workers busy to the end
+    (100_000, 0.03, 2, 0.005, 8),     # one machine: at most 4 chunks per worker
+    (2_000, 0.0001, 2, 0.005, 1),     # 0.2 s of work in all: not worth a second chunk
+    (7, 10.0, 8, 0.005, 1),           # a few slow frames: one segment, drawn 8 wide
+    (100_000, 0.1, 0, 20.0, 50),      # AWS Batch: chunks of 200 s (3 min 20 s)
     (10**9, 1.0, 0, 20.0, 10_000),    # and never past the array limit
 ])
 def test_auto_chunk_size(total: int, frame_seconds: float, parallelism: int, start: float,
@@ -82,6 +85,24 @@ def test_auto_chunk_size(total: int, frame_seconds: float, parallelism: int, sta
     per_job = auto_frames_per_job(total_frames=total, frame_seconds=frame_seconds,
                                   parallelism=parallelism, start_cost=start)
     assert math.ceil(total / per_job) == expected_chunks
+
+
+@pytest.mark.parametrize("total, size, parallelism, start, needed", [
+    (240, (1280, 720), 2, 0.005, False),      # x264 alone makes 250 frames outlast 0.25 s
+    (100_000, (1280, 720), 2, 0.005, False),
+    (10_000, (64, 64), 2, 0.005, True),       # tiny frames: the sketch's time may decide
+    (100_000, (1280, 720), 0, 20.0, True),    # AWS Batch: a chunk must outlast 200 s
+])
+def test_probe_frame_only_when_it_can_change_the_plan(total: int, size: tuple[int, int],
+                                                      parallelism: int, start: float,
+                                                      needed: bool) -> None:
+    width, height = size
+    assert needs_probe(total_frames=total, width=width, height=height, preset="fast",
+                       parallelism=parallelism, start_cost=start) is needed
+    if not needed:  # then the frames' time cannot matter: any time gives the same plan
+        plans = {auto_frames_per_job(total_frames=total, frame_seconds=t, parallelism=parallelism,
+                                     start_cost=start) for t in (None, 0.028, 1.0, 100.0)}
+        assert len(plans) == 1
 
 
 def test_frame_estimate_counts_the_encoder() -> None:

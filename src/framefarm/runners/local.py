@@ -184,6 +184,8 @@ class _Task:
 
     chunk: Chunk
     tries: int = 0
+    cpus: int = 1
+    """CPUs the current attempt was given: its worker draws in that many processes."""
     sent_at: str = ""
     """When the current attempt was handed to a worker (job-log time)."""
 
@@ -330,10 +332,8 @@ class LocalRunner(Runner):
     # -- the work -----------------------------------------------------------------------------
 
     def _env(self, given: Mapping[str, str]) -> dict[str, str]:
-        # Each worker gets an equal share of the CPUs: one x264 thread per CPU it owns, so
-        # encoder threads never fight the other workers' sketches for cores.
-        cpus = max(1, default_workers() // self.workers)
-        return {config.PARALLELISM: str(self.workers), config.JOB_CPUS: str(cpus),
+        # Each chunk is given its share of the workers as CPUs when it is sent (_Drive).
+        return {config.PARALLELISM: str(self.workers),
                 config.JOB_START_SECONDS: str(self.start_cost_seconds), **given}
 
     @contextlib.contextmanager
@@ -479,17 +479,28 @@ class _Drive:
     def _dispatch(self) -> None:
         for worker in list(self.workers):
             if worker.task is None and self.queue:
+                cpus = self._cpus_for_next()
+                if not cpus:
+                    return
                 task = self.queue.popleft()
                 task.tries += 1
+                task.cpus = cpus
                 task.sent_at = now_iso()  # before the worker can record its start
                 try:
                     worker.send(task, {**self.env, config.JOB_TYPE: "render",
-                                       config.ARRAY_INDEX: str(task.chunk.index)})
+                                       config.ARRAY_INDEX: str(task.chunk.index),
+                                       config.JOB_CPUS: str(cpus)})
                 except OSError:  # it died while idle: its chunk goes to a fresh one, untried
                     task.tries -= 1
                     worker.task = None
                     self.queue.appendleft(task)
                     self._lost(worker)
+
+    def _cpus_for_next(self) -> int:
+        """CPUs for the next chunk: an equal share of the free ones among the chunks left, so
+        when fewer chunks than workers are left, each is drawn by several (0: none free)."""
+        free = self.runner.workers - sum(w.task.cpus for w in self.workers if w.task)
+        return max(0, free) // len(self.queue) or min(1, max(0, free))
 
     def _collect(self, worker: _Worker) -> None:
         """The worker answered, or died."""

@@ -3,21 +3,29 @@
 The rule, with t the probe's seconds per frame (sketch + an x264 estimate), N frames, P jobs
 that can run at once and S what starting one job costs the runner:
 
-1. a chunk must run at least max(MIN_CHUNK_SECONDS, START_COST_FACTOR * S), so starting jobs
+1. every segment at least KEYINT frames (x264's own key-frame interval, 250): at most
+   floor(N / KEYINT) chunks, and one for a shorter video. A segment starts with a key frame,
+   so this gives the video no more key frames than one long encode of it would have; shorter
+   segments cost size for nothing (key frames are many times a predicted frame's size: on a
+   near-static 720p sketch, 30-frame segments make a file 1.8 times one encode's). A core that
+   has no segment of its own draws frames for one that has (steps/_drawing.py);
+2. a chunk must run at least max(MIN_CHUNK_SECONDS, START_COST_FACTOR * S), so starting jobs
    costs at most about a tenth of the work: at most floor(N * t / that) chunks;
-2. with P known, at most CHUNKS_PER_WORKER * P chunks: enough that the last chunks balance
-   across workers (the straggler tail is about a quarter of one worker's share) while each
-   segment stays long enough to compress well;
-3. never more chunks than frames, nor than MAX_CHUNKS (AWS Batch's array limit);
-4. frames per job = ceil(N / chunks).
+3. with P known, at most CHUNKS_PER_WORKER * P chunks, and above P a multiple of P, so the
+   last round of chunks keeps every worker busy;
+4. never more chunks than MAX_CHUNKS (AWS Batch's array limit);
+5. frames per job = ceil(N / chunks).
 
-On one machine (S ≈ 0.01 s) rule 2 decides unless the video is very short; on AWS Batch
-(S ≈ 20 s) rule 1 makes chunks of 3-5 minutes.
+On one machine rule 1 decides: a 240-frame video is one segment, drawn by every worker. On
+AWS Batch (S ≈ 20 s) rule 2 makes chunks of 3-5 minutes. The probe frame that measures t is
+only rendered when rule 2 could decide (`needs_probe`): x264's time alone bounds t from below.
 """
 
 from __future__ import annotations
 
 import math
+
+from framefarm.video import KEYINT
 
 MIN_CHUNK_SECONDS = 0.25
 START_COST_FACTOR = 10.0
@@ -40,12 +48,34 @@ def estimate_frame_seconds(render_seconds: float, *, width: int, height: int, pr
     return max(render_seconds, 0.0) + encode * megapixels
 
 
-def auto_frames_per_job(*, total_frames: int, frame_seconds: float, parallelism: int,
-                        start_cost: float) -> int:
-    """Frames per render job by the rule in this module's docstring."""
-    min_chunk = max(MIN_CHUNK_SECONDS, START_COST_FACTOR * start_cost)
-    chunks = max(1, math.floor(total_frames * frame_seconds / min_chunk))
+def _chunk_caps(total_frames: int, parallelism: int) -> int:
+    """The most chunks rules 1, 3 and 4 allow, before the frames' time is known."""
+    chunks = max(1, total_frames // KEYINT)
     if parallelism > 0:
         chunks = min(chunks, CHUNKS_PER_WORKER * parallelism)
-    chunks = min(chunks, total_frames, MAX_CHUNKS)
+    return min(chunks, MAX_CHUNKS)
+
+
+def _min_chunk_seconds(start_cost: float) -> float:
+    return max(MIN_CHUNK_SECONDS, START_COST_FACTOR * start_cost)
+
+
+def needs_probe(*, total_frames: int, width: int, height: int, preset: str, parallelism: int,
+                start_cost: float) -> bool:
+    """Whether rule 2 could cut the chunk count, so the frames' time must be measured."""
+    fastest = estimate_frame_seconds(0.0, width=width, height=height, preset=preset)
+    by_time = math.floor(total_frames * fastest / _min_chunk_seconds(start_cost))
+    return by_time < _chunk_caps(total_frames, parallelism)
+
+
+def auto_frames_per_job(*, total_frames: int, frame_seconds: float | None, parallelism: int,
+                        start_cost: float) -> int:
+    """Frames per render job by the rule in this module's docstring; `frame_seconds` None when
+    `needs_probe` said rule 2 cannot decide."""
+    chunks = _chunk_caps(total_frames, parallelism)
+    if frame_seconds is not None:
+        by_time = math.floor(total_frames * frame_seconds / _min_chunk_seconds(start_cost))
+        chunks = min(chunks, max(1, by_time))
+    if parallelism > 0 and chunks > parallelism:
+        chunks -= chunks % parallelism
     return math.ceil(total_frames / chunks)

@@ -15,7 +15,7 @@ from framefarm.integrity import plan_hash
 from framefarm.model import Plan, VideoSettings, parse_fps
 from framefarm.sketch import FrameSource, Sketch, load_sketch
 from framefarm.steps._keys import plan_key, sketch_key
-from framefarm.steps._sizing import auto_frames_per_job, estimate_frame_seconds
+from framefarm.steps._sizing import auto_frames_per_job, estimate_frame_seconds, needs_probe
 from framefarm.steps._sources import fetch_to_local
 from framefarm.storage import Storage
 
@@ -138,9 +138,15 @@ def run_plan(request: PlanRequest, *, storage: Storage) -> Plan:
 
 
 def _auto_per_job(request: PlanRequest, sketch: Sketch, video: VideoSettings, total: int) -> int:
-    """Render one probe frame (the middle one, after setup) and size chunks from its time."""
+    """Size chunks by the rule in steps/_sizing.py; when the frames' time matters, render one
+    probe frame (the middle one, after setup) to measure it."""
     if total == 1:
         return 1
+    if not needs_probe(total_frames=total, width=video.width, height=video.height,
+                       preset=video.preset, parallelism=request.parallelism,
+                       start_cost=request.start_cost):
+        return auto_frames_per_job(total_frames=total, frame_seconds=None,
+                                   parallelism=request.parallelism, start_cost=request.start_cost)
     source = FrameSource(sketch, width=video.width, height=video.height, fps=video.rate,
                          total_frames=total)
     began = time.perf_counter()

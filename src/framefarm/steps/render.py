@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from framefarm import tracing
+from framefarm._frames import png_bytes
 from framefarm.errors import UserError
 from framefarm.integrity import file_digest
 from framefarm.model import Chunk
+from framefarm.steps._drawing import Drawers
 from framefarm.steps._keys import frame_key, segment_key
 from framefarm.steps._sources import frame_source
 from framefarm.steps.plan import read_plan_and_hash
 from framefarm.storage import Storage
-from framefarm.video import SegmentWriter, scratch_file
+from framefarm.video import SegmentWriter, scratch_file, segment_keyint
+
+ENCODER_THREADS = 2
+"""The most x264 threads one segment's encoder gets. Each thread more makes the file larger at
+the same crf (x264 encodes frames in parallel with less of each other's statistics): at 720p,
+8 threads cost 7% on examples/plasma.py and 42% on examples/tracker.py against 2. More CPUs go
+to drawing, and to more segments when the video is long enough."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,7 +34,9 @@ class RenderRequest:
     run_id: str
     index: int
     cpus: int = 0
-    """CPUs this job may use (0: all); the encoder runs that many threads."""
+    """CPUs this job may use (0: unknown). With 2 or more the sketch draws in that many
+    processes (steps/_drawing.py) and the encoder runs up to ENCODER_THREADS threads; with one
+    or unknown, this process draws and the encoder takes 1 thread (0: x264's choice)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,18 +75,35 @@ def run_render(request: RenderRequest, *, storage: Storage,
     tracing.current_span().set_attributes({"framefarm.frame_start": chunk.start,
                                            "framefarm.frame_stop": chunk.stop})
     tracer = tracing.tracer()
+    threads = min(request.cpus, ENCODER_THREADS) if request.cpus > 1 else request.cpus
+    keep = (storage.url, plan.run_id) if plan.keep_frames else None
+    # Forked now, with the sketch set up: a fork costs milliseconds, and the drawers end with
+    # the chunk, reaped by this process (their CPU time is the job's).
+    drawers = Drawers(source, request.cpus, keep=keep) if request.cpus > 1 else None
     clock = time.perf_counter
     tmp = scratch_file(".mp4")
     try:
-        with SegmentWriter(tmp, video=video, threads=request.cpus) as writer:
-            for done, frame in enumerate(chunk.frames, start=1):
+        with SegmentWriter(tmp, video=video, threads=threads,
+                           keyint=segment_keyint(len(chunk))) as writer:
+            if drawers is not None:
+                for done, drawn in enumerate(drawers.draw(chunk.frames), start=1):
+                    with tracer.start_as_current_span("frame") as span:
+                        encoded = clock()
+                        writer.write_yuv(drawn.image)
+                        span.set_attributes({"framefarm.frame": drawn.frame,
+                                             "framefarm.render_seconds": drawn.draw_seconds,
+                                             "framefarm.convert_seconds": drawn.convert_seconds,
+                                             "framefarm.encode_seconds": clock() - encoded})
+                    if on_frame is not None:
+                        on_frame(done)
+            for done, frame in enumerate(chunk.frames if drawers is None else (), start=1):
                 with tracer.start_as_current_span("frame") as span:
-                    drawn = clock()
+                    drawn_at = clock()
                     pixels = source.frame(frame)
                     encoded = clock()
                     writer.write(pixels)
                     span.set_attributes({"framefarm.frame": frame,
-                                         "framefarm.render_seconds": encoded - drawn,
+                                         "framefarm.render_seconds": encoded - drawn_at,
                                          "framefarm.encode_seconds": clock() - encoded})
                     if plan.keep_frames:
                         _store_png(storage, frame_key(plan.run_id, frame), pixels)
@@ -87,15 +115,13 @@ def run_render(request: RenderRequest, *, storage: Storage,
         sha, size = file_digest(tmp)
         storage.put_file(key, tmp, expires=True)  # the video outlives its segments
     finally:
+        if drawers is not None:
+            drawers.close()
         tmp.unlink(missing_ok=True)
     return RenderResult(index=chunk.index, start=chunk.start, stop=chunk.stop, segment=key,
                         frames=len(chunk), seconds=time.perf_counter() - began, sha256=sha,
                         bytes=size, plan_hash=digest)
 
 
-def _store_png(storage: Storage, key: str, pixels: object) -> None:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG", compress_level=1)  # type: ignore[arg-type]
-    storage.put_bytes(key, buf.getvalue())
+def _store_png(storage: Storage, key: str, pixels: np.ndarray) -> None:
+    storage.put_bytes(key, png_bytes(pixels))
