@@ -28,13 +28,16 @@ KEYINT = 250
 
 
 def segment_keyint(frames: int) -> int:
-    """The key-frame interval for a segment of `frames` frames.
+    """The key-frame interval for the segments of a plan whose chunks have `frames` frames.
 
-    A segment starts with a key frame, so it gets as many key frames as one long encode would
-    give its frames, never more: floor(frames / KEYINT) (at least one), evenly spaced. A segment
-    of KEYINT to 2 * KEYINT - 1 frames is one group of pictures; one shorter is one short group.
+    A segment starts with a key frame, so a segment of KEYINT frames or more gets as many key
+    frames as one long encode would give its frames, never more: floor(frames / KEYINT), evenly
+    spaced. Shorter segments keep KEYINT itself: x264 writes a different sequence header for
+    an interval shorter than its B-frame run, and segments are joined under the first one's.
     """
-    groups = max(1, frames // KEYINT)
+    if frames < KEYINT:
+        return KEYINT
+    groups = frames // KEYINT
     return -(-frames // groups)
 
 
@@ -170,7 +173,8 @@ def concat_segments(segments: Sequence[tuple[Path, int]], dest: str | Path, *,
     timing come from the plan, not from file names. Decode timestamps are renumbered one frame
     apart with the largest reordering delay of any segment (x264 uses less B-frame delay in very
     short segments), which keeps them rising, never after their frame is shown, and the frame
-    rate readable from the file.
+    rate readable from the file. Every segment must carry the first one's sequence header (its
+    settings), under which the joined video is decoded; one that does not is a ValueError.
     """
     if not segments:
         raise ValueError("no segments to join")
@@ -185,6 +189,10 @@ def concat_segments(segments: Sequence[tuple[Path, int]], dest: str | Path, *,
                 in_stream = src.streams.video[0]
                 if out_stream is None:
                     out_stream = out.add_stream_from_template(in_stream)
+                    header = in_stream.codec_context.extradata
+                elif in_stream.codec_context.extradata != header:
+                    raise ValueError(f"segment {path.name} was encoded with other settings than "
+                                     f"the first: its frames would not decode in the joined video")
                 tb = in_stream.time_base
                 assert tb is not None
                 step = frame_duration / tb

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from framefarm.model import VideoSettings
-from framefarm.video import SegmentWriter, concat_segments, inspect_video, probe, read_frames
+from framefarm.video import (
+    KEYINT,
+    SegmentWriter,
+    concat_segments,
+    inspect_video,
+    probe,
+    read_frames,
+    segment_keyint,
+)
 
 VIDEO = VideoSettings(width=96, height=64, fps="24", crf=16, preset="ultrafast")
 
@@ -118,3 +126,27 @@ def test_inspect_notices_a_misplaced_segment(tmp_path: Path) -> None:
     check = inspect_video(tmp_path / "out.mp4", rate=VIDEO.rate)
     assert check.info.frames == 8
     assert sorted(check.positions) == [0, 1, 2, 3, 5, 6, 7, 8]
+
+
+@pytest.mark.parametrize("frames, keyint", [
+    (1, KEYINT), (60, KEYINT), (KEYINT - 1, KEYINT),   # short: x264's own interval
+    (KEYINT, KEYINT), (2 * KEYINT - 1, 2 * KEYINT - 1),  # one group of pictures
+    (2 * KEYINT, KEYINT), (3 * KEYINT + 10, KEYINT + 4),  # as many groups as one encode has
+])
+def test_segment_keyint(frames: int, keyint: int) -> None:
+    assert segment_keyint(frames) == keyint
+    groups = -(-frames // segment_keyint(frames))
+    assert groups <= max(1, frames // KEYINT)  # never more key frames than one long encode
+
+
+def test_segments_of_other_settings_are_not_joined(tmp_path: Path) -> None:
+    """An interval shorter than x264's B-frame run changes its sequence header: such a segment
+    would not decode under the first one's, so the join refuses it."""
+    fast = VideoSettings(width=VIDEO.width, height=VIDEO.height, fps=VIDEO.fps, preset="fast")
+    first, other = tmp_path / "0.mp4", tmp_path / "1.mp4"
+    for path, keyint, frames in ((first, 0, range(0, 6)), (other, 2, range(6, 12))):
+        with SegmentWriter(path, video=fast, keyint=keyint) as writer:
+            for i in frames:
+                writer.write(gradient(i))
+    with pytest.raises(ValueError, match=r"1\.mp4 was encoded with other settings"):
+        concat_segments([(first, 0), (other, 6)], tmp_path / "out.mp4", rate=VIDEO.rate)

@@ -84,7 +84,7 @@ def run_render(request: RenderRequest, *, storage: Storage,
     tmp = scratch_file(".mp4")
     try:
         with SegmentWriter(tmp, video=video, threads=threads,
-                           keyint=segment_keyint(len(chunk))) as writer:
+                           keyint=segment_keyint(plan.frames_per_job)) as writer:
             if drawers is not None:
                 for done, drawn in enumerate(drawers.draw(chunk.frames), start=1):
                     with tracer.start_as_current_span("frame") as span:
