@@ -217,7 +217,7 @@ def _run_step(env: JobEnv, *, run_id: str, storage: Storage, joblog: JobLog,
         before = joblog.get_run(run_id) or before
         ids = dict(before.runner_ids)
         joblog.put_run(replace(before, created_at=before.created_at or record.started_at,
-                               plan=made.to_dict(chunks=False), output=made.output,
+                               plan=made.to_dict(), output=made.output,
                                settings={**before.settings, config.STORAGE: storage.url}))
         if env.batch is not None and not ("render" in ids and "encode" in ids) \
                 and not before.cancelled_at:

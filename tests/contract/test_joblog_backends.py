@@ -286,7 +286,7 @@ class TestDynamoDBJobLog(JobLogContract):
                     total_frames=1_000_000, frames_per_job=1, video=VideoSettings(width=1920, height=1080),
                     output="s3://b/framefarm/runs/r/output.mp4", created_at="2026-01-01T00:00:00.000Z",
                     sketch_name="examples/plasma.py")
-        stored = plan.to_dict(chunks=False)  # as the plan job stores it
+        stored = plan.to_dict()  # as the plan job stores it (and plan.json holds)
         assert len(json.dumps(stored)) < 1024
         run = RunRecord(run_id="r", created_at=plan.created_at, plan=stored, output=plan.output)
         joblog.put_run(run)

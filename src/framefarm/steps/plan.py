@@ -164,7 +164,12 @@ def read_plan(run_id: str, storage: Storage) -> Plan:
 
 def read_plan_and_hash(run_id: str, storage: Storage) -> tuple[Plan, str]:
     """The plan a run's plan job stored, and the hash of its plan.json (see integrity.py); a
-    missing, corrupt or hand-edited plan.json is a UserError naming the file."""
+    missing, corrupt or hand-edited plan.json is a UserError naming the file.
+
+    plan.json holds the plan's numbers, so this costs the same for a million chunks as for one.
+    An older plan.json also lists every chunk: it still reads (the list is checked against the
+    numbers), and its hash is still that of its bytes, so the segments recorded for it verify.
+    """
     key = plan_key(run_id)
     if not storage.exists(key):
         raise UserError(f"run {run_id!r} has no plan in {storage.url}: run the plan job first "
