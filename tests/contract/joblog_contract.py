@@ -131,6 +131,14 @@ class JobLogContract:
         assert joblog.start_job(run_id=RUN, kind="render", index=1).attempt == 1
         assert joblog.start_job(run_id="other", kind="render", index=0).attempt == 1
 
+    def test_attempts_are_numbered_per_job_not_by_name_prefix(self, joblog: JobLog) -> None:
+        for index in (10, 100, 10, 1):
+            joblog.start_job(run_id=RUN, kind="render", index=index)
+        assert joblog.start_job(run_id=RUN, kind="render", index=1).attempt == 2
+        assert joblog.start_job(run_id=RUN, kind="render", index=10).attempt == 3
+        joblog.start_job(run_id=RUN, kind="render", index=5, status="SUBMITTED")
+        assert joblog.start_job(run_id=RUN, kind="render", index=5).attempt == 1
+
     def test_explicit_attempt(self, joblog: JobLog) -> None:
         record = joblog.start_job(run_id=RUN, kind="plan", attempt=4)
         assert record.attempt == 4

@@ -163,7 +163,7 @@ class JobLog(ABC):
             if not self._insert_job(record):
                 raise StatusConflict(f"{name} attempt {attempt} of run {run_id} was recorded twice")
             return record
-        mine = [r for r in self._jobs(run_id) if r.job == name]
+        mine = self._attempts(run_id, name)  # this job's only: a run may have a million
         waiting = max(mine, key=lambda r: r.attempt, default=None)
         if waiting is not None and waiting.status in _NOT_STARTED:
             try:
@@ -267,6 +267,11 @@ class JobLog(ABC):
 
     @abstractmethod
     def _jobs(self, run_id: str) -> list[JobRecord]: ...
+
+    def _attempts(self, run_id: str, job: str) -> list[JobRecord]:
+        """Every attempt of one job of the run; a backend that can look one job up by its key
+        does (a render job's start must not read the records of every chunk)."""
+        return [r for r in self._jobs(run_id) if r.job == job]
 
     @abstractmethod
     def _get_lease(self, run_id: str) -> Lease | None: ...

@@ -230,6 +230,14 @@ class DynamoDBJobLog(JobLog):
                             ConsistentRead=True)
         return [_job(item) for item in items]
 
+    def _attempts(self, run_id: str, job: str) -> list[JobRecord]:
+        prefix = _job_sk(job, 0).rsplit("#", 1)[0] + "#"  # JOB#render:1# (not render:10)
+        items = self._query(KeyConditionExpression="pk = :pk AND begins_with(sk, :job)",
+                            ExpressionAttributeValues={":pk": {"S": _pk(run_id)},
+                                                       ":job": {"S": prefix}},
+                            ConsistentRead=True)
+        return [_job(item) for item in items]
+
     # -- the run's lease ------------------------------------------------------------------------
 
     def _lease_key(self, run_id: str) -> dict[str, Any]:

@@ -364,6 +364,10 @@ class SqliteJobLog(JobLog):
     def _jobs(self, run_id: str) -> list[JobRecord]:
         return [_job(row) for row in self._rows("SELECT * FROM jobs WHERE run_id = ?", (run_id,))]
 
+    def _attempts(self, run_id: str, job: str) -> list[JobRecord]:
+        return [_job(row) for row in self._rows("SELECT * FROM jobs WHERE run_id = ? AND job = ?",
+                                                (run_id, job))]
+
     def _get_lease(self, run_id: str) -> Lease | None:
         rows = self._rows("SELECT * FROM leases WHERE run_id = ?", (run_id,))
         if not rows:
