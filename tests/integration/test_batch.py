@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -162,10 +163,18 @@ def test_plan_here_submits_render_and_encode(stack: dict[str, str], player: Batc
     assert statuses == dict.fromkeys(["plan", "render:0", "encode"], "SUCCEEDED")
 
 
-def test_retries_follow_the_job_definitions(stack: dict[str, str], player: BatchPlayer,
-                                            tmp_path: Path) -> None:
+def test_retries_follow_the_job_definitions(deploy_stack: Callable[..., dict[str, str]],
+                                            aws_env: dict[str, str], tmp_path: Path) -> None:
     """A container that dies (exit 137, as when the host goes away) is retried and the run
-    finishes on attempt 2; a sketch error (exit 2) fails at once, without a retry."""
+    finishes on attempt 2; a sketch error (exit 2) fails at once, without a retry.
+
+    Render jobs of 1 vCPU, so the sketch runs in the container's own process and its exit is
+    the container's (with 2 or more, drawing processes run it: tests/integration/test_drawing.py).
+    """
+    stack = deploy_stack(RenderVcpus="1")
+    workdir = tmp_path / "container"
+    workdir.mkdir()
+    player = BatchPlayer(boto3.client("batch"), stack["JobQueue"], workdir, machine=aws_env)
     mark = tmp_path / "died-once"
     flaky = tmp_path / "flaky.py"
     flaky.write_text(
