@@ -96,6 +96,23 @@ def test_one_segment_is_drawn_by_every_worker(workdir: Path, sketch: Path,
     assert check.key_frames == 1  # one segment, one key frame: as one long encode has
 
 
+def test_workers_are_shared_among_the_chunks_left(workdir: Path, sketch: Path,
+                                                 farm: Callable[..., dict[str, str]]) -> None:  # noqa: F811
+    """2 chunks on 3 workers: the first gets 2 CPUs (2 drawers), the second 1 (its worker draws)."""
+    env = farm()
+    frames = 2 * KEYINT
+    done = run_cli(*render_args("shared", frames), "--per-job", str(KEYINT), cwd=workdir, env=env)
+    assert done.returncode == 0, done.stderr
+    assert_video(workdir / "shared.mp4", frames)
+    workers = {int(str(j["runner_id"]).removeprefix("pid:")): j["job"]
+               for j in jobs(status("shared", workdir)) if str(j["job"]).startswith("render")}
+    by = drawers(markers_of(env))
+    chunk0 = {pid for pid, drawn in by.items() if drawn <= set(range(KEYINT))}
+    chunk1 = {pid for pid, drawn in by.items() if drawn <= set(range(KEYINT, frames))}
+    assert len(chunk0) == 2 and not chunk0 & set(workers), by
+    assert len(chunk1) == 1 and workers[chunk1.pop()] == "render:1"
+
+
 def test_kept_frames_are_stored_by_the_drawers(workdir: Path, sketch: Path,
                                                farm: Callable[..., dict[str, str]]) -> None:  # noqa: F811
     import numpy as np

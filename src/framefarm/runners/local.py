@@ -499,8 +499,8 @@ class _Drive:
     def _cpus_for_next(self) -> int:
         """CPUs for the next chunk: an equal share of the free ones among the chunks left, so
         when fewer chunks than workers are left, each is drawn by several (0: none free)."""
-        free = self.runner.workers - sum(w.task.cpus for w in self.workers if w.task)
-        return max(0, free) // len(self.queue) or min(1, max(0, free))
+        free = max(0, self.runner.workers - sum(w.task.cpus for w in self.workers if w.task))
+        return -(-free // len(self.queue))
 
     def _collect(self, worker: _Worker) -> None:
         """The worker answered, or died."""

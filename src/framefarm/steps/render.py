@@ -23,8 +23,9 @@ from framefarm.video import SegmentWriter, scratch_file, segment_keyint
 ENCODER_THREADS = 2
 """The most x264 threads one segment's encoder gets. Each thread more makes the file larger at
 the same crf (x264 encodes frames in parallel with less of each other's statistics): at 720p,
-8 threads cost 7% on examples/plasma.py and 42% on examples/tracker.py against 2. More CPUs go
-to drawing, and to more segments when the video is long enough."""
+8 threads cost 6% on examples/plasma.py and 48% on examples/tracker.py against 2, and 1 thread
+saves 1.5% and 7%. More CPUs go to drawing, and to more segments when the video is long
+enough."""
 
 
 @dataclass(frozen=True, kw_only=True)
