@@ -96,6 +96,11 @@ def resume(run: RunRecord, joblog: JobLog, args: argparse.Namespace) -> int:
            config.OUTPUT: plan.output or output}
     env.update(frame_timeout_env(args.frame_timeout, run.settings.get(config.FRAME_TIMEOUT, "")))
     options: dict[str, object] = {"workers": args.workers} if args.workers else {}
+    if args.max_memory:
+        if (run.runner or "local") != "local":
+            raise UserError(f"--max-memory only works for local runs; run {run.run_id} runs on "
+                            f"{run.runner}: leave it out")
+        options["max_memory"] = args.max_memory
     if (run.runner or "local") in ("local", "temporal"):
         options["announce"] = announce
     if run.runner == "batch":

@@ -70,6 +70,11 @@ def render_command(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     output = check_output_path(args.output)
     options: dict[str, object] = {"workers": args.workers, "announce": announce}
+    if args.max_memory:
+        if args.runner != "local":
+            raise UserError(f"--max-memory only works with the local runner (on --runner "
+                            f"{args.runner} the job definitions say each job's memory): leave it out")
+        options["max_memory"] = args.max_memory
     defaults = {config.STORAGE: config.default_storage_url(),
                 config.JOBLOG: config.default_joblog_url()}
     if args.runner == "batch":

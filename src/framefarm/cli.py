@@ -59,6 +59,14 @@ def per_job(text: str) -> int | None:
     return None if text.strip().lower() == "auto" else frame_count(text, "frames per job")
 
 
+def memory(text: str) -> int:
+    """argparse type: an amount of memory, `8G` or `512M`, as bytes."""
+    try:
+        return limits.parse_memory("--max-memory", text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def workers(text: str) -> int:
     """argparse type: a number of worker processes, above 0 and at most limits.max_workers()."""
     return _checked(lambda n: limits.check_workers("workers", n), positive_int(text))
@@ -153,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--size", type=frame_size, help=_SIZE_HELP)
     add("--workers", type=workers, help=f"worker processes, at most {limits.MAX_WORKERS} "
                                         "(default: CPU count)")
+    add("--max-memory", type=memory, dest="max_memory", metavar="SIZE",
+        help="memory the run may take, e.g. 8G: it caps the chunks encoded at once, local runs "
+             "(default: what the machine has available)")
     add("--run-id", dest="run_id", type=run_id,
         help=f"name the run: {limits.RUN_ID_FORM} (default: date, time and a random suffix)")
     add("--storage", help="where frames, segments and videos go (default: file:// under ./framefarm-data)")
@@ -208,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--joblog", help="the job log (default: sqlite:/// under ./framefarm-data)")
     resume.add_argument("--workers", type=workers,
                         help="worker processes, local runs (default: CPU count)")
+    resume.add_argument("--max-memory", type=memory, dest="max_memory", metavar="SIZE",
+                        help="memory the run may take, e.g. 8G, local runs (default: what the "
+                             "machine has available)")
     resume.add_argument("--frame-timeout", type=seconds, dest="frame_timeout", metavar="SECONDS",
                         help="seconds one frame may take, 0 for no limit (default: as the run had)")
     resume.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,

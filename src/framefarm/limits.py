@@ -139,3 +139,37 @@ def check_output_name(name: str) -> str:
     what = f"a {suffix} file" if suffix else "no .mp4 file"
     raise UserError(f"output {_shown(name, 80)} names {what}: framefarm writes H.264 in MP4, so "
                     f"name the output .mp4, e.g. {example}")
+
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_memory(name: str, text: str) -> int:
+    """`8G`, `512M`, `1.5GiB`, `2048MB` as bytes (powers of 1024); else a UserError naming `name`."""
+    value = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = value[-1:] if value[-1:] in _UNITS else ""
+    try:
+        number = float(value[: len(value) - len(unit)])
+    except ValueError:
+        number = -1.0
+    if not number > 0 or number == float("inf"):
+        raise UserError(f"{name} {text!r} is not an amount of memory: use a number with a unit, "
+                        f"like 8G or 512M")
+    return int(number * _UNITS[unit])
+
+
+def available_memory() -> int:
+    """Bytes this machine can give without swapping now (Linux's MemAvailable), else its RAM."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def shown_memory(size: float) -> str:
+    """`1.5 GB`, `640 MB`: an amount of memory for messages (powers of 1024)."""
+    return f"{size / (1 << 30):.1f} GB" if size >= 1 << 30 else f"{size / (1 << 20):.0f} MB"

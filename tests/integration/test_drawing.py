@@ -6,6 +6,7 @@ killed, a sketch that raises or hangs in a drawer, Ctrl-C) leave no process behi
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -227,3 +228,37 @@ def test_segments_of_a_long_video_have_no_more_key_frames_than_one_encode(
     single = inspect_video(one, rate=Fraction(30))
     assert single.key_frames >= 6  # every KEYINT frames at least
     assert 3 <= joined.key_frames <= single.key_frames
+
+
+def test_max_memory_caps_the_chunks_encoding_at_once(workdir: Path, sketch: Path,
+                                                     farm: Callable[..., dict[str, str]]) -> None:  # noqa: F811
+    """Room for one encoder and 3 drawers: the 3 chunks run one after another, each drawn by
+    all 3 workers, and the video is whole."""
+    from framefarm.steps.render import drawer_memory, encoder_memory
+
+    env = farm()
+    budget = encoder_memory(width=W, height=H, preset="fast") + 3 * drawer_memory(width=W, height=H)
+    done = run_cli(*render_args("memory", 3 * KEYINT), "--per-job", str(KEYINT),
+                   "--max-memory", str(budget + 1000), cwd=workdir, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "--max-memory" in done.stderr and "fits 1 chunks encoding at once" in done.stderr
+    assert_video(workdir / "memory.mp4", 3 * KEYINT)
+    renders = sorted((str(j["started_at"]), str(j["stopped_at"]))
+                     for j in jobs(status("memory", workdir)) if str(j["job"]).startswith("render"))
+    assert len(renders) == 3
+    assert all(stop <= start for (_, stop), (start, _) in itertools.pairwise(renders)), renders
+    workers = {int(str(j["runner_id"]).removeprefix("pid:"))
+               for j in jobs(status("memory", workdir)) if str(j["job"]).startswith("render")}
+    by = drawers(markers_of(env))
+    assert len(by) == 9 and not set(by) & workers  # 3 drawers for each of the 3 chunks
+
+
+def test_max_memory_too_small_is_one_line(workdir: Path, sketch: Path,
+                                          farm: Callable[..., dict[str, str]]) -> None:  # noqa: F811
+    done = run_cli(*render_args("tiny", 30), "--max-memory", "1M", cwd=workdir, env=farm())
+    assert done.returncode == 2
+    line = done.stderr.strip().splitlines()[-1]
+    assert "--max-memory (1 MB) is less than one chunk needs at 64x48" in line
+    assert "Traceback" not in done.stderr
+    bad = run_cli(*render_args("bad", 30), "--max-memory", "lots", cwd=workdir, env=farm())
+    assert bad.returncode == 2 and "--max-memory 'lots' is not an amount of memory" in bad.stderr

@@ -139,3 +139,18 @@ def test_output_names_refused(name: str, example: str) -> None:
     assert message.startswith(f"output {name!r} names ")
     assert message.endswith(f"framefarm writes H.264 in MP4, so name the output .mp4, e.g. {example}")
 
+
+
+@pytest.mark.parametrize("text, size", [
+    ("8G", 8 << 30), ("512M", 512 << 20), ("1.5GiB", 3 << 29), ("2048MB", 2 << 30),
+    ("64k", 64 << 10), ("1000000", 1_000_000), (" 2g ", 2 << 30),
+])
+def test_memory_amounts(text: str, size: int) -> None:
+    assert limits.parse_memory("--max-memory", text) == size
+
+
+@pytest.mark.parametrize("text", ["lots", "0", "-1G", "8X", "", "G", "inf", "nan"])
+def test_memory_amounts_refused(text: str) -> None:
+    with pytest.raises(UserError, match=r"--max-memory .* is not an amount of memory: use a "
+                                          r"number with a unit, like 8G or 512M"):
+        limits.parse_memory("--max-memory", text)

@@ -35,8 +35,9 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from framefarm import _otel, config, job, tracing
+from framefarm import _otel, config, job, limits, tracing
 from framefarm._procs import die_with, die_with_parent, how_it_ended, process_alive
+from framefarm.errors import UserError
 from framefarm.integrity import describe_chunk
 from framefarm.job import JobEnv, run_job
 from framefarm.joblog import JobLog, StatusConflict, now_iso, open_joblog
@@ -254,9 +255,12 @@ class LocalRunner(Runner):
     name = "local"
     start_cost_seconds = 0.005
 
-    def __init__(self, *, workers: int | None = None,
+    def __init__(self, *, workers: int | None = None, max_memory: int | None = None,
                  announce: Callable[[str], None] | None = None) -> None:
+        """`max_memory`: bytes the run may take (default: what the machine has available when
+        the chunks start); it caps the chunks encoded at once, and the other workers draw."""
         self.workers = workers or default_workers()
+        self.max_memory = max_memory
         self.announce = announce or (lambda line: None)
 
     @classmethod
@@ -369,7 +373,10 @@ class LocalRunner(Runner):
                            on_progress: ProgressCallback | None) -> RunResult:
         run_id = env[config.RUN_ID]
         _, joblog = _open(env)
-        drive = _Drive(self, env, joblog, lease, chunks, total=total, on_progress=on_progress)
+        run = joblog.get_run(run_id)
+        encoders = self._encoders(run.plan.get("video", {}) if run and run.plan else {}, chunks)
+        drive = _Drive(self, env, joblog, lease, chunks, total=total, on_progress=on_progress,
+                       encoders=encoders)
         try:
             failures = drive.render()
         except KeyboardInterrupt:
@@ -392,6 +399,31 @@ class LocalRunner(Runner):
         return RunResult(run_id=run_id, succeeded=encode.succeeded, plan=plan, encode=encode,
                          failures=() if encode.succeeded else (encode,))
 
+    def _encoders(self, video: Mapping[str, Any], chunks: list[Chunk]) -> int:
+        """How many chunks may encode at once in `max_memory`: each takes an encoder's memory,
+        and every worker beyond them a drawer's. Fewer than there are workers and chunks is
+        said; none at all is a UserError."""
+        from framefarm.steps.render import drawer_memory, encoder_memory
+
+        width, height = int(video.get("width") or 1280), int(video.get("height") or 720)
+        encoder = encoder_memory(width=width, height=height, preset=str(video.get("preset", "")))
+        drawer = drawer_memory(width=width, height=height)
+        budget = self.max_memory or limits.available_memory()
+        wanted = max(1, min(self.workers, len(chunks)))
+        fits = next((n for n in range(wanted, 0, -1)
+                     if n * encoder + (self.workers if self.workers > n else 0) * drawer
+                     <= budget), 0)
+        where = "--max-memory" if self.max_memory else "this machine's available memory"
+        if not fits:
+            raise UserError(f"{where} ({limits.shown_memory(budget)}) is less than one chunk "
+                            f"needs at {width}x{height} (about {limits.shown_memory(encoder)}): "
+                            f"give more with --max-memory, or use a smaller --size or fewer --workers")
+        if fits < wanted:
+            self.announce(f"{where} ({limits.shown_memory(budget)}) fits {fits} chunks encoding "
+                          f"at once at {width}x{height} (about {limits.shown_memory(encoder)} "
+                          f"each); the other workers draw their frames")
+        return fits
+
     def _context(self) -> BaseContext:
         # fork when this process has a single thread: workers start in milliseconds with
         # framefarm, NumPy and PyAV already imported. Otherwise (threads do not survive a fork
@@ -407,8 +439,11 @@ class _Drive:
     """Renders a list of chunks in worker processes, retrying lost ones; the failures."""
 
     def __init__(self, runner: LocalRunner, env: Mapping[str, str], joblog: JobLog, lease: Lease,
-                 chunks: list[Chunk], *, total: int, on_progress: ProgressCallback | None) -> None:
+                 chunks: list[Chunk], *, total: int, on_progress: ProgressCallback | None,
+                 encoders: int) -> None:
         self.runner = runner
+        self.encoders = encoders
+        """The most chunks in flight at once (memory allows no more)."""
         self.env = env
         self.run_id = env[config.RUN_ID]
         self.joblog = joblog
@@ -431,7 +466,7 @@ class _Drive:
         self._context = self.runner._context()
         began = last_renew = last_check = time.monotonic()
         try:
-            for _ in range(min(self.runner.workers, len(self.queue))):
+            for _ in range(min(self.runner.workers, len(self.queue), self.encoders)):
                 self._spawn()
             while self.queue or any(w.task for w in self.workers):
                 self._dispatch()
@@ -499,8 +534,11 @@ class _Drive:
     def _cpus_for_next(self) -> int:
         """CPUs for the next chunk: an equal share of the free ones among the chunks left, so
         when fewer chunks than workers are left, each is drawn by several (0: none free)."""
-        free = max(0, self.runner.workers - sum(w.task.cpus for w in self.workers if w.task))
-        return -(-free // len(self.queue))
+        busy = [w.task.cpus for w in self.workers if w.task]
+        free = max(0, self.runner.workers - sum(busy))
+        if len(busy) >= self.encoders:
+            return 0
+        return -(-free // min(len(self.queue), self.encoders - len(busy)))
 
     def _collect(self, worker: _Worker) -> None:
         """The worker answered, or died."""
@@ -541,7 +579,7 @@ class _Drive:
                 self.failures.append(JobOutcome(job=f"render:{task.chunk.index}",
                                                 run_id=self.run_id, succeeded=False,
                                                 index=task.chunk.index, exit_code=1, error=error))
-        if self.queue and len(self.workers) < self.runner.workers:
+        if self.queue and len(self.workers) < min(self.runner.workers, self.encoders):
             self._spawn()
 
     def _record_lost(self, task: _Task, frame: int | None, worker: _Worker,
