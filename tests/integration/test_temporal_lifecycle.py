@@ -231,10 +231,11 @@ def test_cancel_from_another_shell_stops_the_render_and_resume_finishes(
         write_sketch: Callable[..., Path]) -> None:
     queue = queue_name()
     started = workers.start(queue, 2)
-    sketch = write_sketch(SLOW_SKETCH.format(delay=0.1), "slow.py")
+    sketch = write_sketch(SLOW_SKETCH.format(delay=0.3), "slow.py")
     out = workdir / "called-off.mp4"
     joblog = open_joblog(config.default_joblog_url(workdir))
-    # Two chunks of 2 s on two workers: still rendering when `cancel` (a second) gets there.
+    # Two chunks of 6 s of drawing on two workers (3 s if a job's drawers split it): still
+    # rendering when `cancel` (a second) gets there.
     render = start_render(render_args(sketch, out, "called-off", address=server.address,
                                       queue=queue, frames=40, per_job=20), workdir)
     wait_until(lambda: any(r.status == "RUNNING" and r.frames >= 1
