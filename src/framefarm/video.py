@@ -90,6 +90,10 @@ class SegmentWriter:
         ctx.colorspace = _BT709
         ctx.color_range = int(ColorRange.MPEG)
         ctx.thread_count = threads
+        # PyAV's default is SLICE, which makes x264 cut every frame into slices, one per thread:
+        # 7.7% larger on examples/tracker.py with 2 threads. Frame threads (x264's own default)
+        # cost 0.01%.
+        ctx.thread_type = "FRAME"
         if keyint:
             ctx.gop_size = keyint
         ctx.options = {"crf": str(video.crf), "preset": video.preset}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.planning import Planning
 from bench.run import (
     OTLP,
     TRACED,
@@ -41,9 +42,9 @@ def report(ff_plasma: float, naive: float, limit: float, one_frame: float, plan:
     r.results["one_frame"] = [Measure("framefarm", one_frame, 0.5, 60, frames=1)]
     r.limits["plasma"] = limit
     r.splits["plasma"] = {"sketch": 1.2, "convert": 0.4, "encode": 6.2}
-    r.plan = {"plan, 1 frame(s) per job (make_plan + plan.json)": plan,
-              "walk all 1,000,000 chunks": 5.0,
-              "plan step, --per-job auto (sketch loaded, stored, plan.json written)": 0.02}
+    r.planning = Planning(job_wall=plan + 0.4, step=plan, import_floor=0.35, plan_bytes=450,
+                          lookup=plan / 100, lookup_wall=0.4, lookup_rss_mb=plan * 4,
+                          lookup_traced_mb=plan)
     r.memory = {240: memory[0], 960: memory[1]}
     return r
 
@@ -71,32 +72,35 @@ def test_worker_memory_is_flat_within_ten_percent_or_15_mb() -> None:
 
 
 def test_every_target_passes_when_met() -> None:
-    found = verdicts(report(ff_plasma=4.0, naive=21.0, limit=3.9, one_frame=0.6, plan=0.7,
+    found = verdicts(report(ff_plasma=4.0, naive=21.0, limit=3.9, one_frame=0.2, plan=0.25,
                             memory=(120, 125)))
     assert found == {
         "≥ 5x faster than naive on plasma": True,
         "not slower than hand-written parallel on plasma": True,
-        "wall ≤ 1.15x the limit on plasma": True,
-        "1-frame video ≤ 1.0 s wall": True,
-        "planning 1,000,000 frames ≤ 1 s": True,  # the chunk walk is not planning
+        "wall ≤ 1.08x the limit on plasma": True,
+        "1-frame video ≤ 0.25 s wall": True,
+        "plan step ≤ 0.3 s at 1,000,000 frames and chunks": True,
+        "a render job finds its chunk in < 10 ms there": True,
+        "a render job finds its chunk in < 5 MB there": True,  # the larger of traced and RSS
         "worker peak memory flat from 240 to 960 frames": True,
+        "≤ 150 MB per worker at 720p (1280x720)": True,
     }
 
 
 def test_each_target_fails_on_its_own() -> None:
-    found = verdicts(report(ff_plasma=7.0, naive=21.0, limit=4.0, one_frame=1.2, plan=1.5,
+    found = verdicts(report(ff_plasma=7.0, naive=21.0, limit=4.0, one_frame=0.3, plan=1.5,
                             memory=(120, 240)))
     assert not any(found.values())
 
 
 def test_markdown_shows_the_limit_its_split_and_the_verdicts() -> None:
-    text = markdown(report(ff_plasma=4.0, naive=21.0, limit=3.9, one_frame=0.6, plan=0.7,
+    text = markdown(report(ff_plasma=4.0, naive=21.0, limit=3.9, one_frame=0.2, plan=0.25,
                            memory=(120, 125)), quick=False)
     assert "| the limit (CPU s ÷ cores) | 3.90 | 8.00 | 90 |  | 0.97 |" in text
     assert "| naive | 21.00 | 21.00 | 70 |  | 5.25 |" in text
     assert "| framefarm | 4.00 | 8.00 | 80 | 75 | 1.00 |" in text
     assert "sketch 1.20, convert 0.40, encode 6.20 (per frame 32.5 ms)" in text
-    assert text.count("PASS") == 6 and "FAIL" not in text
+    assert text.count("PASS") == 9 and "FAIL" not in text
 
 
 def test_x264_version_is_read_from_the_stream(tmp_path: Path) -> None:
@@ -232,3 +236,46 @@ def test_quick_mode_runs_the_tracing_comparison(tmp_path: Path) -> None:
     stored, exported = map(int, rows["framefarm, exporting over OTLP/HTTP to 127.0.0.1"][4].split(" / "))
     assert stored > 24 and exported >= stored
     assert "| tracing on costs ≤ 3% wall time on plasma |" in text
+
+
+# -- peers and size (issue 12) --------------------------------------------------------------------
+
+
+def peer_round(ff: float, walls: dict[str, float], sizes: dict[str, int]) -> dict[str, Measure]:
+    from bench.peers import PEERS
+
+    r = {"framefarm": Measure("framefarm", ff, 2 * ff, 100, bytes=sizes.get("framefarm", 1000))}
+    for p in PEERS:
+        r[p] = Measure(p, walls.get(p, 10 * ff), ff, 100, bytes=sizes.get(p, 1000))
+    return r
+
+
+def test_the_strongest_peer_is_the_closest_by_median_ratio_and_files_are_compared_to_every_peer() -> None:
+    from bench.peers import peer_targets, strongest
+
+    rounds = [peer_round(4.0, {"ffmpeg-pipe": 5.2, "moviepy": 4.8}, {"moviepy": 999}),
+              peer_round(4.0, {"ffmpeg-pipe": 5.0, "moviepy": 6.0}, {"moviepy": 999}),
+              peer_round(4.0, {"ffmpeg-pipe": 5.1, "moviepy": 5.6}, {"moviepy": 999})]
+    assert strongest(rounds) == ("ffmpeg-pipe", pytest.approx(1.275))
+    (fast, fast_ok), (small, small_ok) = [(t, ok) for t, _, ok in peer_targets("plasma", rounds)]
+    assert fast == "≥ 1.25x faster than the strongest peer on plasma" and fast_ok
+    assert small == "file no larger than any peer's on plasma" and not small_ok  # moviepy: 999 B
+
+
+def test_size_passes_within_five_percent_and_at_the_shown_psnr() -> None:
+    from bench.size import SizeRun, size_ok
+
+    ref = SizeRun("reference", Measure("reference", 1, 1, 1, bytes=1000), psnr=49.484)
+    def run(size: int, psnr: float) -> SizeRun:
+        return SizeRun("ff", Measure("framefarm", 1, 1, 1, bytes=size), workers=2, psnr=psnr)
+    assert size_ok(run(1050, 49.476), ref)  # both shown as 49.48 dB
+    assert not size_ok(run(1051, 49.5), ref)
+    assert not size_ok(run(1000, 49.47), ref)
+
+
+def test_psnr_is_from_the_summed_squared_error() -> None:
+    from bench.quality import psnr
+
+    assert psnr(0, 100) == float("inf")
+    assert psnr(100 * 255 ** 2, 100) == pytest.approx(0.0)
+    assert psnr(1, 1) == pytest.approx(48.13, abs=0.01)
