@@ -199,7 +199,9 @@ class JobRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict."""
-        data = asdict(self)
+        # Every field is a str, an int or `outputs`, so a shallow copy does: asdict's deep
+        # copy took ~0.1 ms a record, minutes for `framefarm status` of a million chunks.
+        data = {name: getattr(self, name) for name in _JOB_FIELDS}
         data["outputs"] = list(self.outputs)
         return data
 
@@ -214,6 +216,9 @@ class JobRecord:
     def evolve(self, **changes: Any) -> JobRecord:
         """A copy with `changes` applied."""
         return replace(self, **changes)
+
+
+_JOB_FIELDS = tuple(f.name for f in fields(JobRecord))
 
 
 @dataclass(frozen=True, kw_only=True)

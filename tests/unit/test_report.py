@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, fields
+
 import pytest
 
 from framefarm.model import JobRecord, RunRecord, can_move
@@ -43,3 +46,14 @@ def test_statuses_only_move_forwards() -> None:
     assert not can_move("RUNNING", "RUNNABLE")
     assert not can_move("SUCCEEDED", "FAILED")
     assert not can_move("FAILED", "RUNNING")
+
+
+def test_a_job_record_as_status_json_shows_it() -> None:
+    record = JobRecord(run_id="r", job="render:3", kind="render", index=3, attempt=2,
+                       status="SUCCEEDED", outputs=("runs/r/segments/00003.mp4",), sha256="ab",
+                       bytes=1234, plan_hash="cd", frames=10)
+    data = record.to_dict()
+    assert list(data) == [f.name for f in fields(JobRecord)]
+    assert data["outputs"] == ["runs/r/segments/00003.mp4"]
+    assert {**asdict(record), "outputs": list(record.outputs)} == data
+    assert JobRecord.from_dict(json.loads(json.dumps(data))) == record
