@@ -200,7 +200,7 @@ class JobRecord:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict."""
         # Every field is a str, an int or `outputs`, so a shallow copy does: asdict's deep
-        # copy took ~0.1 ms a record, minutes for `framefarm status` of a million chunks.
+        # copy took ~20 us a record, ~18 s of `framefarm status` of a million chunks.
         data = {name: getattr(self, name) for name in _JOB_FIELDS}
         data["outputs"] = list(self.outputs)
         return data
