@@ -118,10 +118,14 @@ class Plan:
         k, n = self.frames_per_job, self.total_frames
         return (Chunk(i, start, min(start + k, n)) for i, start in enumerate(range(0, n, k)))
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict of the plan's numbers (and `size`, the chunk count, for people)."""
+    def to_dict(self, *, chunks: bool = False) -> dict[str, Any]:
+        """A JSON-safe dict of the plan's numbers (and `size`, the chunk count, for people);
+        with `chunks`, also every chunk's [start, stop) (what plan.json held before: a million
+        chunks make 15 MB of it, so plan.json no longer does)."""
         data = asdict(self)
         data["size"] = self.size
+        if chunks:
+            data["chunks"] = [[c.start, c.stop] for c in self.chunks()]
         return data
 
     def to_json(self) -> str:

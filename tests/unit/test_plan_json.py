@@ -110,3 +110,12 @@ def test_a_plan_json_whose_numbers_disagree_is_refused(edit: dict[str, object],
     with pytest.raises(UserError, match="is corrupt or was edited by hand") as caught:
         read_plan_and_hash(RUN, storage)
     assert reason in str(caught.value)
+
+
+def test_to_dict_still_lists_chunks_when_asked() -> None:
+    """`Plan.to_dict(chunks=True)` is public API: it still gives every chunk for people to read."""
+    plan = make_plan(run_id="r", sketch="s.py", total_frames=10, frames_per_job=4,
+                     video=VideoSettings(width=64, height=48))
+    assert plan.to_dict(chunks=True)["chunks"] == [[0, 4], [4, 8], [8, 10]]
+    assert "chunks" not in plan.to_dict() and "chunks" not in json.loads(plan.to_json())
+    assert Plan.from_dict(plan.to_dict(chunks=True)) == plan
