@@ -133,7 +133,13 @@ class Drawers:
         self.closed = False
         self._shape = (source.height * 3 // 2, source.width)
         frame_bytes = self._shape[0] * self._shape[1]
-        self._drawers = [_Drawer(source, n, frame_bytes, keep) for n in range(1, count + 1)]
+        self._drawers: list[_Drawer] = []
+        try:
+            for n in range(1, count + 1):
+                self._drawers.append(_Drawer(source, n, frame_bytes, keep))
+        except BaseException:  # a fork refused (no memory, a process limit): none is left
+            self.close()
+            raise
 
     def draw(self, frames: range) -> Iterator[Drawn]:
         """Frames `frames`, drawn across the drawers, in order. Leaving early (an error, a

@@ -101,12 +101,13 @@ def run_render(request: RenderRequest, *, storage: Storage,
     tracer = tracing.tracer()
     threads = min(request.cpus, ENCODER_THREADS) if request.cpus > 1 else request.cpus
     keep = (storage.url, plan.run_id) if plan.keep_frames else None
-    # Forked now, with the sketch set up: a fork costs milliseconds, and the drawers end with
-    # the chunk, reaped by this process (their CPU time is the job's).
-    drawers = Drawers(source, request.cpus, keep=keep) if request.cpus > 1 else None
     clock = time.perf_counter
     tmp = scratch_file(".mp4")
+    drawers: Drawers | None = None
     try:
+        if request.cpus > 1:  # forked now, with the sketch set up: a fork costs milliseconds;
+            # they end with the chunk, reaped by this process (their CPU time is the job's)
+            drawers = Drawers(source, request.cpus, keep=keep)
         with SegmentWriter(tmp, video=video, threads=threads,
                            keyint=segment_keyint(plan.frames_per_job)) as writer:
             if drawers is not None:
