@@ -64,7 +64,7 @@ def cancel(run: RunRecord, joblog: JobLog, *, options: dict[str, object] | None 
 
 def resume(run: RunRecord, joblog: JobLog, args: argparse.Namespace) -> int:
     """Render the run's chunks that have no verified segment, then encode it."""
-    from framefarm._render_cmd import announce, drive, frame_timeout_env
+    from framefarm._render_cmd import announce, drive, frame_timeout_env, max_memory_option
 
     began = time.perf_counter()
     if not args.wait and run.runner != "batch":
@@ -96,11 +96,7 @@ def resume(run: RunRecord, joblog: JobLog, args: argparse.Namespace) -> int:
            config.OUTPUT: plan.output or output}
     env.update(frame_timeout_env(args.frame_timeout, run.settings.get(config.FRAME_TIMEOUT, "")))
     options: dict[str, object] = {"workers": args.workers} if args.workers else {}
-    if args.max_memory:
-        if (run.runner or "local") != "local":
-            raise UserError(f"--max-memory only works for local runs; run {run.run_id} runs on "
-                            f"{run.runner}: leave it out")
-        options["max_memory"] = args.max_memory
+    options.update(max_memory_option(args.max_memory, runner=run.runner or "local"))
     if (run.runner or "local") in ("local", "temporal"):
         options["announce"] = announce
     if run.runner == "batch":

@@ -38,6 +38,17 @@ def _sketch_location(sketch: str) -> str:
     return str(path.resolve())
 
 
+def max_memory_option(max_memory: int | None, *, runner: str) -> dict[str, object]:
+    """The runner option for --max-memory (render, resume): only local runs take one; on
+    AWS Batch and Temporal the job definitions and workers say each job's memory."""
+    if not max_memory:
+        return {}
+    if runner != "local":
+        raise UserError(f"--max-memory only works for local runs (on {runner} the job "
+                        "definitions or workers say each job's memory): leave it out")
+    return {"max_memory": max_memory}
+
+
 def frame_timeout_env(flag: float | None, recorded: str = "") -> dict[str, str]:
     """FRAMEFARM_FRAME_TIMEOUT for a run's jobs: the flag, else the variable, else what the
     run recorded (resume); none: the jobs' default. Each job checks the value."""
@@ -70,11 +81,7 @@ def render_command(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     output = check_output_path(args.output)
     options: dict[str, object] = {"workers": args.workers, "announce": announce}
-    if args.max_memory:
-        if args.runner != "local":
-            raise UserError(f"--max-memory only works with the local runner (on --runner "
-                            f"{args.runner} the job definitions say each job's memory): leave it out")
-        options["max_memory"] = args.max_memory
+    options.update(max_memory_option(args.max_memory, runner=args.runner))
     defaults = {config.STORAGE: config.default_storage_url(),
                 config.JOBLOG: config.default_joblog_url()}
     if args.runner == "batch":

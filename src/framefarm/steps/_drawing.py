@@ -127,10 +127,6 @@ class Drawers:
     def __init__(self, source: FrameSource, count: int, *,
                  keep: tuple[str, str] | None = None) -> None:
         """`keep`: (storage URL, run id) to store each frame's PNG there (frames kept)."""
-        self.source = source
-        self.count = count
-        self.keep = keep
-        self.closed = False
         self._shape = (source.height * 3 // 2, source.width)
         frame_bytes = self._shape[0] * self._shape[1]
         self._drawers: list[_Drawer] = []
@@ -200,7 +196,6 @@ class Drawers:
 
     def close(self) -> None:
         """Stop every drawer (each ends with this process anyway)."""
-        self.closed = True
         for drawer in self._drawers:
             drawer.stop()
         self._drawers = []
