@@ -6,6 +6,7 @@ No business logic lives here: flags become job-contract variables, the runner ru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import select
@@ -254,8 +255,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def entry() -> None:
+    """The `framefarm` console script: `main`, then a quick exit.
+
+    Once the command has returned, its files are closed, its job log committed and its spans
+    flushed; what is left is the interpreter tearing down every module and object one by one
+    (NumPy, PyAV and FFmpeg's), ~0.1 s that a 1-frame render would spend waiting for nothing. So
+    the exit handlers run (multiprocessing's clean-up of its helper processes and folders among
+    them), the standard streams are flushed, and the process ends with os._exit. A command that
+    raised exits the ordinary way, traceback and all.
+    """
+    import atexit
+
+    code = main()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        # a closed or broken stream: nothing more can be said there
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `framefarm` command."""
+    """Entry point of the `framefarm` command (the console script's, through `entry`)."""
     try:
         code = _main(argv)
         sys.stdout.flush()  # a reader that went away shows here, not at exit

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -76,3 +77,35 @@ def test_keep_frames_stores_every_frame_as_png(workdir: Path) -> None:
         png = np.asarray(Image.open(storage.local_path(key)))
         assert np.array_equal(png, source.frame(i))  # lossless: exactly the sketch's pixels
     assert probe(workdir / "c.mp4").frames == 5
+
+
+def test_a_one_frame_video_from_the_command_ends_with_everything_written(workdir: Path,
+                                                                         tmp_path: Path) -> None:
+    """`framefarm render` ends with os._exit once its command has returned (cli.entry): the
+    printed line, the job log, the run's trace and multiprocessing's clean-up must all be done
+    by then. A 1-frame chunk on two CPUs draws in the job's own process."""
+    import json
+
+    from tests.conftest import run_cli
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    done = run_cli("render", str(EXAMPLES / "plasma.py"), "-o", "one.mp4", "--frames", "1",
+                   "--size", "640x360", "--run-id", "one", cwd=workdir,
+                   env={"TMPDIR": str(scratch)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("run one: 1 frames in ") and done.stdout.endswith("KB)\n")
+    source = FrameSource(load_sketch(str(EXAMPLES / "plasma.py")), width=640, height=360,
+                         fps=Fraction(30), total_frames=2)
+    frames = read_frames(workdir / "one.mp4")
+    assert len(frames) == 1
+    # plasma's fine chroma costs a few dB in 4:2:0 at this size; the frame is still its own
+    own, next_one = (psnr(frames[0], source.frame(i)[:, :, :3]) for i in (0, 1))
+    assert own >= 30 and own > next_one + 3, (own, next_one)
+    log = open_joblog(f"sqlite:///{workdir}/framefarm-data/joblog.sqlite3")
+    assert [(j.job, j.status) for j in log.jobs("one")] == [
+        ("plan", "SUCCEEDED"), ("render:0", "SUCCEEDED"), ("encode", "SUCCEEDED")]
+    trace = workdir / "framefarm-data" / "runs" / "one" / "trace.jsonl"
+    names = [json.loads(line)["name"] for line in trace.read_text().splitlines()]
+    assert {"run", "plan", "render", "frame", "encode"} <= set(names)
+    assert os.listdir(scratch) == [], "the driver or its workers left temporary files behind"
