@@ -99,15 +99,18 @@ def run_render(request: RenderRequest, *, storage: Storage,
     tracing.current_span().set_attributes({"framefarm.frame_start": chunk.start,
                                            "framefarm.frame_stop": chunk.stop})
     tracer = tracing.tracer()
-    threads = min(request.cpus, ENCODER_THREADS) if request.cpus > 1 else request.cpus
+    # More CPUs than frames help nobody: a 1-frame chunk neither forks drawers nor starts
+    # encoder threads that would have nothing to do.
+    cpus = min(request.cpus, len(chunk)) if request.cpus > 0 else request.cpus
+    threads = min(cpus, ENCODER_THREADS) if cpus > 1 else cpus
     keep = (storage.url, plan.run_id) if plan.keep_frames else None
     clock = time.perf_counter
     tmp = scratch_file(".mp4")
     drawers: Drawers | None = None
     try:
-        if request.cpus > 1:  # forked now, with the sketch set up: a fork costs milliseconds;
+        if cpus > 1:  # forked now, with the sketch set up: a fork costs milliseconds;
             # they end with the chunk, reaped by this process (their CPU time is the job's)
-            drawers = Drawers(source, request.cpus, keep=keep)
+            drawers = Drawers(source, cpus, keep=keep)
         with SegmentWriter(tmp, video=video, threads=threads,
                            keyint=segment_keyint(plan.frames_per_job)) as writer:
             if drawers is not None:
