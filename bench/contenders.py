@@ -143,27 +143,21 @@ def reference(work: Workload, out: Path) -> None:
         container.mux(stream.encode(None))
 
 
-def limit(work: Workload, out: Path) -> None:
-    """The machine's floor: CPU time of sketch + RGB->YUV + x264 (one thread each) per frame,
-    summed over every frame, divided by the number of cores. Printed as JSON for the parent.
-
-    The conversion and the encoder are set up exactly as framefarm.video.SegmentWriter sets them
-    (BT.709, limited range, crf, preset), but timed apart; the encoder's flush (x264 holds back
-    its look-ahead frames until then) is counted as encoding. Imports and the sketch's setup are
-    not: they are fixed costs, not the floor per frame.
-    """
+def _limit_split(work: Workload, out: Path, frames: range) -> dict[str, float]:
+    """The limit's loop over `frames`: CPU seconds of sketch, conversion and x264 (one thread
+    each) into `out`, the encoder's flush counted as encoding."""
     import av
 
     source = frame_source(work)
     split = {"sketch": 0.0, "convert": 0.0, "encode": 0.0}
     with av.open(str(out), mode="w", format="mp4") as container:
         stream = x264_stream(container, work, threads=1)
-        for i in range(work.frames):
+        for pts, i in enumerate(frames):
             t0 = time.process_time()
             pixels = source.frame(i)
             t1 = time.process_time()
             frame = to_bt709_yuv(pixels, threads=1)
-            frame.pts = i
+            frame.pts = pts
             t2 = time.process_time()
             container.mux(stream.encode(frame))
             t3 = time.process_time()
@@ -173,6 +167,98 @@ def limit(work: Workload, out: Path) -> None:
         t0 = time.process_time()
         container.mux(stream.encode(None))
         split["encode"] += time.process_time() - t0
+    return split
+
+
+def _limit_share(args: tuple[Workload, str, int, int]) -> dict[str, float]:
+    work, out, start, stop = args
+    return _limit_split(work, Path(out), range(start, stop))
+
+
+def limit_every_core(work: Workload, out: Path) -> None:
+    """The limit with every core busy: the limit's loop, but in one process per core at once,
+    each on its own contiguous share of the frames (no key frames saved, no joining). Printed:
+    the busiest process's CPU seconds, the time this machine needs for the frames when its
+    cores run side by side (they share caches, memory bandwidth and, on a VM, perhaps a
+    physical core), against the limit's ideal of one core's speed times the cores."""
+    import multiprocessing
+
+    cores = os.cpu_count() or 1
+    cuts = [work.frames * k // cores for k in range(cores + 1)]
+    shares = [(work, str(out.with_name(f"share{k}.mp4")), cuts[k], cuts[k + 1])
+              for k in range(cores) if cuts[k + 1] > cuts[k]]
+    with multiprocessing.get_context("fork").Pool(len(shares)) as pool:
+        splits = pool.map(_limit_share, shares)
+    busiest = max(sum(split.values()) for split in splits)
+    # Joined (untimed) only so that the benchmark's frame check sees every frame.
+    from fractions import Fraction
+
+    from framefarm.video import concat_segments
+
+    concat_segments([(Path(share[1]), share[2]) for share in shares], out,
+                    rate=Fraction(work.fps))
+    print(json.dumps({"limit": busiest, **{k: sum(s[k] for s in splits) for k in splits[0]}}))
+
+
+def floor_one_process(work: Workload, out: Path) -> None:
+    """The least any Python tool can do: import NumPy and PyAV, load the sketch, draw its frames
+    and encode them with framefarm's settings in this one process (for a 1-frame video: the
+    start-up floor that framefarm's 1-frame time is set against)."""
+    import av
+
+    source = frame_source(work)
+    with av.open(str(out), mode="w", format="mp4") as container:
+        stream = x264_stream(container, work, threads=0)
+        for i in range(work.frames):
+            frame = to_bt709_yuv(source.frame(i))
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
+def _peak_mb() -> float:
+    """This process's peak resident memory so far (VmHWM), MB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def memory_parts(work: Workload, out: Path) -> None:
+    """Where a render worker's memory goes: the peak after the imports (Python, NumPy, PyAV,
+    framefarm), after the sketch's setup and first frame, and after encoding the frames through
+    framefarm's own SegmentWriter with the threads a worker uses. Printed as JSON (MB)."""
+    from framefarm.steps.render import ENCODER_THREADS
+    from framefarm.video import SegmentWriter, segment_keyint
+
+    parts = {"imports": _peak_mb()}
+    source = frame_source(work)
+    first = source.frame(0)
+    parts["sketch"] = _peak_mb()
+    from framefarm.model import VideoSettings
+
+    video = VideoSettings(width=work.width, height=work.height, fps=str(work.fps), crf=CRF,
+                          preset=PRESET)
+    with SegmentWriter(out, video=video, threads=ENCODER_THREADS,
+                       keyint=segment_keyint(work.frames)) as writer:
+        writer.write(first)
+        for i in range(1, work.frames):
+            writer.write(source.frame(i))
+    parts["encoded"] = _peak_mb()
+    print(json.dumps(parts))
+
+
+def limit(work: Workload, out: Path) -> None:
+    """The machine's floor: CPU time of sketch + RGB->YUV + x264 (one thread each) per frame,
+    summed over every frame, divided by the number of cores. Printed as JSON for the parent.
+
+    The conversion and the encoder are set up exactly as framefarm.video.SegmentWriter sets them
+    (BT.709, limited range, crf, preset), but timed apart; the encoder's flush (x264 holds back
+    its look-ahead frames until then) is counted as encoding. Imports and the sketch's setup are
+    not: they are fixed costs, not the floor per frame.
+    """
+    split = _limit_split(work, out, range(work.frames))
     print(json.dumps({**split, "limit": limit_seconds(split, cores=os.cpu_count() or 1),
                       "x264": x264_version(out)}))
 

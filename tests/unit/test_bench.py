@@ -103,6 +103,35 @@ def test_markdown_shows_the_limit_its_split_and_the_verdicts() -> None:
     assert text.count("PASS") == 9 and "FAIL" not in text
 
 
+def test_the_targets_show_the_every_core_limit_and_the_one_process_floor_beside_the_verdict() -> None:
+    r = report(ff_plasma=4.4, naive=21.0, limit=4.0, one_frame=0.4, plan=0.25, memory=(120, 125))
+    r.every_core["plasma"] = 4.3
+    r.results["one_frame"].append(Measure("floor", 0.32, 0.3, 60, frames=1))
+    shown = {target: (seen, ok) for target, seen, ok in targets(r)}
+    assert shown["wall ≤ 1.08x the limit on plasma"] == (
+        "1.10x the limit (the limit's own loop on every core at once: 1.07x; framefarm 1.02x "
+        "that)", False)
+    assert shown["1-frame video ≤ 0.25 s wall"] == (
+        "0.40 s (one process importing NumPy and PyAV and encoding the frame: 0.32 s)", False)
+
+
+def test_the_every_core_limit_and_the_floor_run_for_real(tmp_path: Path) -> None:
+    """Both new contenders in their own processes, as the benchmark runs them: the every-core
+    limit's shares join into a video of every frame, and its busiest core is reported."""
+    from bench.harness import Workload, run_contender
+
+    work = Workload("tiny", "plasma.py", 6, 160, 96, contenders=())
+    every = run_contender("limit-every-core", work, tmp_path)
+    found = json.loads(every.note)
+    assert every.frames == 6 and found["limit"] > 0
+    assert set(found) == {"limit", "sketch", "convert", "encode"}
+    # the busiest share's seconds are part of, and at most, every share's seconds together
+    assert found["limit"] <= found["sketch"] + found["convert"] + found["encode"] + 1e-9
+    floor = run_contender("floor", Workload("one", "plasma.py", 1, 160, 96, contenders=()),
+                          tmp_path)
+    assert floor.frames == 1 and floor.wall > 0
+
+
 def test_x264_version_is_read_from_the_stream(tmp_path: Path) -> None:
     video = tmp_path / "v.mp4"
     video.write_bytes(b"\0\0mdat x264 - core 165 r3222 b35605a - H.264/MPEG-4 AVC codec")
