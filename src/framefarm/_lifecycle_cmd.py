@@ -22,7 +22,7 @@ from framefarm.storage import open_storage
 
 def main(args: argparse.Namespace) -> int:
     """Run `framefarm resume` or `framefarm cancel`; the exit code."""
-    from framefarm.cli import existing_joblog
+    from framefarm._cli_checks import existing_joblog
 
     url = str(config.resolve(args.joblog, config.JOBLOG, config.default_joblog_url()))
     joblog = existing_joblog(url)  # looking for a run creates no job log

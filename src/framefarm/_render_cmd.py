@@ -17,7 +17,7 @@ from opentelemetry.trace import StatusCode
 
 from framefarm import _otel, config, tracing
 from framefarm._api import contract_env
-from framefarm.cli import check_output_path
+from framefarm._cli_checks import check_output_path
 from framefarm.errors import LeaseHeld, UserError
 from framefarm.joblog import JobLog, open_joblog
 from framefarm.progress import ProgressDisplay

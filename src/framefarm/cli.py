@@ -11,16 +11,12 @@ import json
 import os
 import select
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from framefarm import config, limits
+from framefarm._cli_checks import existing_joblog
 from framefarm.errors import TransientError, UserError
-
-if TYPE_CHECKING:
-    from framefarm.joblog import JobLog
 
 T = TypeVar("T")
 
@@ -306,8 +302,9 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         if args.command == "job":
             from framefarm.job import main as job_main
+            from framefarm.runners import plan_hook
 
-            return job_main()
+            return job_main(plan_hook=plan_hook)
         if args.command == "render":
             from framefarm._render_cmd import render_command
 
@@ -344,29 +341,6 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _joblog_url(args: argparse.Namespace) -> str:
     return str(config.resolve(args.joblog, config.JOBLOG, config.default_joblog_url()))
-
-
-def existing_joblog(url: str) -> JobLog | None:
-    """The job log at `url` for reading, or None when it is an SQLite file that does not exist:
-    opening one creates it (and ./framefarm-data), and looking must not leave anything behind."""
-    from framefarm.joblog import open_joblog
-    from framefarm.storage import default_scheme
-
-    path = _sqlite_path(url) if default_scheme(url, "sqlite") == "sqlite" else None
-    if path is not None and not path.exists():
-        return None
-    return open_joblog(url)
-
-
-def _sqlite_path(url: str) -> Path | None:
-    """The file an SQLite job-log URL names, read as SqliteJobLog.from_url reads it; None for a
-    URL it refuses (opening it says why)."""
-    if not url.startswith("sqlite:"):
-        return Path(os.path.abspath(Path(url).expanduser()))
-    rest = url.removeprefix("sqlite:")
-    if not rest.startswith("///") or rest in ("///", "///:memory:"):
-        return None
-    return Path(os.path.abspath(Path(rest[3:]).expanduser()))
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -434,24 +408,3 @@ def _trace(args: argparse.Namespace) -> int:
     else:
         print(render_text(report, width=args.width), end="")
     return 0
-
-
-def check_output_path(output: str) -> Path:
-    """The output video's absolute path, after checking that it names an MP4 file
-    (limits.check_output_name) and that its folder exists and can be written."""
-    path = Path(output).expanduser().resolve()
-    if path.is_dir():
-        raise UserError(f"output {output!r} is a folder: "
-                        f"give a file name like {output.rstrip('/')}/video.mp4")
-    limits.check_output_name(output)
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".framefarm-check-"):
-            pass
-    except OSError:
-        raise UserError(f"cannot write the output {output!r}: its folder {folder} is not writable; "
-                        "choose another -o") from None
-    return path
-
-

@@ -24,10 +24,9 @@ from framefarm import _otel, config, tracing
 from framefarm.errors import FramefarmError, SketchError, TransientError, UserError
 from framefarm.integrity import describe_chunk
 from framefarm.joblog import JobLog, StatusConflict, now_iso, open_joblog
-from framefarm.lifecycle import HEARTBEAT_SECONDS, expected_segments
+from framefarm.lifecycle import HEARTBEAT_SECONDS, expected_segments, recorded_attempt
 from framefarm.limits import check_output_name, check_run_id
-from framefarm.model import Chunk, JobKind, JobOutcome, JobRecord, RunRecord
-from framefarm.runners.batch import BatchTargets, batch_attempt, record_submission, submit_downstream
+from framefarm.model import Chunk, JobKind, JobOutcome, JobRecord, Plan, RunRecord
 from framefarm.steps import (
     EncodeRequest,
     PlanRequest,
@@ -51,6 +50,28 @@ it itself turns this off in its workers."""
 
 
 @dataclass(frozen=True, kw_only=True)
+class Planned:
+    """A plan job's result, as the hook its runner attached (JobEnv.after_plan) gets it."""
+
+    run_id: str
+    plan: Plan
+    before: RunRecord
+    """The run's record as the plan job found it, before it recorded the plan (runner ids of an
+    earlier attempt's submissions, cancelled_at …)."""
+    contract: Mapping[str, str]
+    """The job contract, with the run's trace context: what the jobs it starts should get."""
+    job_id: str
+    """The runner's id of the plan job (AWS_BATCH_JOB_ID), or ""."""
+    joblog: JobLog
+
+
+AfterPlan = Callable[[Planned], None]
+"""What a runner's plan job does once the plan is stored: AWS Batch's submits the render and
+encode jobs (runners/batch.py plan_hook). Attached by the entry point, so this module imports no
+runner."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class JobEnv:
     """The job contract, parsed: what `framefarm job` reads from its environment."""
 
@@ -66,8 +87,9 @@ class JobEnv:
     """CPUs the job may use (FRAMEFARM_JOB_CPUS; 0: all of the machine's)."""
     plan: PlanRequest | None = None
     """What to plan: set for plan jobs only."""
-    batch: BatchTargets | None = None
-    """Where a plan job on AWS Batch submits the render and encode jobs (FRAMEFARM_JOB_QUEUE …)."""
+    after_plan: AfterPlan | None = None
+    """What the plan job's runner does once it has planned (None: nothing). Not a variable:
+    the entry point attaches it (`framefarm job`: the runner whose container this is)."""
     runner_id: str = ""
     """The runner's own id of this job when it is not AWS Batch's (a Temporal activity's
     workflow/activity id): recorded in the job log. Set by the runner, not by a variable."""
@@ -145,7 +167,6 @@ class JobEnv:
             run_id=run_id, index=index, output=get(config.OUTPUT),
             batch_job_id=get(config.BATCH_JOB_ID), attempt=number(config.BATCH_JOB_ATTEMPT),
             cpus=number(config.JOB_CPUS) or 0, plan=plan, frame_timeout=frame_timeout,
-            batch=BatchTargets.from_environ(env) if job_type == "plan" else None,
             contract={k: env[k] for k in config.CONTRACT if env.get(k)})
 
 
@@ -196,9 +217,10 @@ def _run_step(env: JobEnv, *, run_id: str, storage: Storage, joblog: JobLog,
     if env.job_type == "render" and env.index is None:
         env = replace(env, index=_only_chunk(run_id, storage))
     record = joblog.start_job(run_id=run_id, kind=env.job_type, index=env.index,
-                              attempt=batch_attempt(joblog, run_id=run_id, kind=env.job_type,
-                                                    index=env.index, attempt=env.attempt,
-                                                    job_id="" if env.runner_id else env.batch_job_id),
+                              attempt=recorded_attempt(
+                                  joblog, run_id=run_id, kind=env.job_type, index=env.index,
+                                  attempt=env.attempt,
+                                  job_id="" if env.runner_id else env.batch_job_id),
                               host=host, runner_id=env.runner_id or env.batch_job_id,
                               trace_id=trace_id)
     span.set_attributes({"framefarm.job": record.job, "framefarm.attempt": record.attempt})
@@ -215,21 +237,13 @@ def _run_step(env: JobEnv, *, run_id: str, storage: Storage, joblog: JobLog,
             joblog.put_run(before)
         made = run_plan(replace(env.plan, run_id=run_id), storage=storage)
         before = joblog.get_run(run_id) or before
-        ids = dict(before.runner_ids)
         joblog.put_run(replace(before, created_at=before.created_at or record.started_at,
                                plan=made.to_dict(), output=made.output,
                                settings={**before.settings, config.STORAGE: storage.url}))
-        if env.batch is not None and not ("render" in ids and "encode" in ids) \
-                and not before.cancelled_at:
-            # (an earlier attempt of this plan job that submitted them is not repeated, nor
-            # does a cancelled run get them: `resume` submits them). They
-            # join the plan's trace: as its siblings under the upstream span, else its children.
-            contract = {**tracing.context_env(), **env.contract}
-            submitted = submit_downstream(run_id=run_id, chunks=made.size,
-                                          total_frames=made.total_frames, env=contract,
-                                          targets=env.batch)
-            record_submission(joblog, run_id=run_id, submitted=submitted,
-                              plan_job_id=env.batch_job_id)
+        if env.after_plan is not None:
+            env.after_plan(Planned(run_id=run_id, plan=made, before=before,
+                                   contract={**tracing.context_env(), **env.contract},
+                                   job_id=env.batch_job_id, joblog=joblog))
         return _Done({"size": made.size, "total_frames": made.total_frames,
                       "frames_per_job": made.frames_per_job, "output": made.output,
                       "width": made.video.width, "height": made.video.height,
@@ -417,10 +431,15 @@ class JobWatch:
         os._exit(FRAME_TIMEOUT_EXIT)
 
 
-def main(environ: Mapping[str, str] | None = None) -> int:
-    """`framefarm job`: run one step from the environment; the exit code says how it went."""
+def main(environ: Mapping[str, str] | None = None, *,
+         plan_hook: Callable[[Mapping[str, str]], AfterPlan | None] | None = None) -> int:
+    """`framefarm job`: run one step from the environment; the exit code says how it went.
+    `plan_hook(environ)`: what a plan job does once it has planned (runners.plan_hook: the
+    runner whose container this is)."""
     try:
         env = JobEnv.from_environ(environ)
+        if env.job_type == "plan" and plan_hook is not None:
+            env = replace(env, after_plan=plan_hook(os.environ if environ is None else environ))
         _otel.setup(environ)
         outcome = run_job(env)
     except (UserError, TransientError) as exc:  # bad input; storage or job log I/O (exit 1)

@@ -13,10 +13,13 @@ from framefarm._procs import process_alive
 from framefarm.errors import SegmentRejected, StorageKeyError
 from framefarm.integrity import SegmentDigest, check_segment
 from framefarm.joblog import JobLog, StatusConflict
-from framefarm.model import TERMINAL_STATUSES, JobRecord, Plan
+from framefarm.model import TERMINAL_STATUSES, JobKind, JobRecord, Plan, job_name
 from framefarm.steps._keys import segment_key
 from framefarm.storage import Storage
 from framefarm.video import scratch_file
+
+NOT_STARTED = frozenset({"SUBMITTED", "PENDING", "RUNNABLE"})
+"""Statuses of an attempt a runner has queued and no container has started yet."""
 
 HEARTBEAT_SECONDS = 5.0
 """How often a running attempt writes its heartbeat (and frames done) to the job log."""
@@ -115,3 +118,19 @@ def close_open_attempts(joblog: JobLog, run_id: str, *, status: str, error: str,
         with contextlib.suppress(StatusConflict):  # it finished meanwhile
             changed.append(joblog.update_job(record, status=status, error=error))
     return changed
+
+
+def recorded_attempt(joblog: JobLog, *, run_id: str, kind: JobKind, index: int | None,
+                     attempt: int | None, job_id: str) -> int | None:
+    """The job-log attempt a job records when its runner numbers attempts (AWS Batch's
+    AWS_BATCH_JOB_ATTEMPT): the runner's own, unless that number already belongs to another
+    attempt (a resumed run's jobs count from 1 again); then None, and the job log numbers it,
+    taking over the attempt that `resume` recorded SUBMITTED. `job_id`: the runner's id of this
+    job ("" when the runner's attempt is always this job's own)."""
+    if attempt is None or not job_id:
+        return attempt
+    existing = joblog.get_job(run_id, job_name(kind, index), attempt)
+    if existing is None or (existing.status in NOT_STARTED
+                            and existing.runner_id in ("", job_id)):
+        return attempt
+    return None

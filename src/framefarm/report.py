@@ -113,15 +113,15 @@ def status_report(run: RunRecord | None, records: Sequence[JobRecord], run_id: s
 def load_report(joblog: JobLog, run_id: str) -> dict[str, Any] | None:
     """The status report of `run_id`, or None when the job log has never heard of it.
 
-    A run on AWS Batch is merged with what DescribeJobs says of its jobs.
+    The job log's records are merged with what the run's own runner says of its jobs (AWS
+    Batch: DescribeJobs).
     """
     run = joblog.get_run(run_id)
     records = joblog.jobs(run_id)
     if run is None and not records:
         return None
     if run is not None and run.runner_ids:
-        from framefarm.runners.batch import batch_statuses
+        from framefarm.runners import runner_job_statuses
 
-        chunks = int(run.plan.get("size") or 0)
-        records = merged_jobs(records, batch_statuses(run, chunks=chunks))
+        records = merged_jobs(records, runner_job_statuses(run))
     return status_report(run, records, run_id, driven=joblog.lease(run_id) is not None)

@@ -234,7 +234,7 @@ def test_max_memory_caps_the_chunks_encoding_at_once(workdir: Path, sketch: Path
                                                      farm: Callable[..., dict[str, str]]) -> None:  # noqa: F811
     """Room for one encoder and 3 drawers: the 3 chunks run one after another, each drawn by
     all 3 workers, and the video is whole."""
-    from framefarm.steps.render import drawer_memory, encoder_memory
+    from framefarm.steps._sizing import drawer_memory, encoder_memory
 
     env = farm()
     budget = encoder_memory(width=W, height=H, preset="fast") + 3 * drawer_memory(width=W, height=H)

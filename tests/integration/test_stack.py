@@ -23,7 +23,8 @@ import pytest
 
 from framefarm import config
 from framefarm.job import JobEnv
-from framefarm.runners.batch import STACK_OUTPUTS, stack_settings
+from framefarm.runners import plan_hook
+from framefarm.runners.batch import STACK_OUTPUTS, BatchTargets, stack_settings
 from framefarm.sketch import load_sketch
 from framefarm.steps._keys import output_key, plan_key, segment_key
 from framefarm.storage.s3 import EXPIRES_TAG
@@ -175,11 +176,13 @@ def test_the_plan_definition_alone_runs_the_seeds_quick_start() -> None:
     env = {**image_stages()["plan"].env, **environment("plan"),
            "TOTAL_FRAMES": "120", "FRAMES_PER_RENDER_JOB": "30", "AWS_BATCH_JOB_ID": "job-1"}
     job = JobEnv.from_environ(env)
-    assert job.plan is not None and job.batch is not None
+    targets = BatchTargets.from_environ(env)
+    assert job.plan is not None and targets is not None
+    assert plan_hook(env) is not None  # `framefarm job` attaches Batch's submission to it
     assert (job.plan.total_frames, job.plan.frames_per_job) == (120, 30)
-    assert job.batch.queue == QUEUE
-    assert job.batch.render_definition == definitions["render"]["JobDefinitionName"]
-    assert job.batch.encode_definition == definitions["encode"]["JobDefinitionName"]
+    assert targets.queue == QUEUE
+    assert targets.render_definition == definitions["render"]["JobDefinitionName"]
+    assert targets.encode_definition == definitions["encode"]["JobDefinitionName"]
     assert job.plan.start_cost > 0  # Batch's cost to start a job sizes `auto` chunks
     # The default sketch is importable wherever framefarm is installed (the image included).
     assert load_sketch(job.plan.sketch).render is not None

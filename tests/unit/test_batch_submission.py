@@ -9,6 +9,7 @@ import itertools
 import uuid
 
 from framefarm.joblog.memory import MemoryJobLog
+from framefarm.lifecycle import recorded_attempt
 from framefarm.model import RunRecord
 from framefarm.runners import reopen_runner
 from framefarm.runners.batch import (
@@ -17,7 +18,6 @@ from framefarm.runners.batch import (
     RenderJob,
     Submitted,
     _record_plan_submission,
-    batch_attempt,
     batch_job_ids,
     chunk_groups,
     record_submission,
@@ -104,26 +104,26 @@ def test_a_resume_replaces_the_ids_and_records_its_chunks_submitted() -> None:
     assert latest["render:0"].status == "SUCCEEDED"  # not resubmitted: left alone
 
     # Batch counts the new child's attempts from 1: the job log goes on from 2.
-    assert batch_attempt(joblog, run_id="r", kind="render", index=1, attempt=1,
+    assert recorded_attempt(joblog, run_id="r", kind="render", index=1, attempt=1,
                          job_id="new:0") is None
     taken = joblog.start_job(run_id="r", kind="render", index=1, attempt=None, runner_id="new:0")
     assert (taken.attempt, taken.status) == (2, "RUNNING")
     # The encode's submitted record is its own: Batch's attempt 1 takes it over.
-    assert batch_attempt(joblog, run_id="r", kind="encode", index=None, attempt=1,
+    assert recorded_attempt(joblog, run_id="r", kind="encode", index=None, attempt=1,
                          job_id="new-e") == 1
 
 
 def test_a_containers_attempt_is_batchs_when_nobody_else_has_it() -> None:
     joblog = _joblog()
-    assert batch_attempt(joblog, run_id="r", kind="render", index=0, attempt=1, job_id="a:0") == 1
+    assert recorded_attempt(joblog, run_id="r", kind="render", index=0, attempt=1, job_id="a:0") == 1
     joblog.start_job(run_id="r", kind="render", index=0, attempt=1, runner_id="a:0")
     # Batch's retry of a container that died without a word
-    assert batch_attempt(joblog, run_id="r", kind="render", index=0, attempt=2, job_id="a:0") == 2
+    assert recorded_attempt(joblog, run_id="r", kind="render", index=0, attempt=2, job_id="a:0") == 2
     # the same attempt number again never takes over a started attempt
-    assert batch_attempt(joblog, run_id="r", kind="render", index=0, attempt=1,
+    assert recorded_attempt(joblog, run_id="r", kind="render", index=0, attempt=1,
                          job_id="a:0") is None
     # not on Batch: as given
-    assert batch_attempt(joblog, run_id="r", kind="render", index=0, attempt=3, job_id="") == 3
+    assert recorded_attempt(joblog, run_id="r", kind="render", index=0, attempt=3, job_id="") == 3
 
 
 def test_one_chunk_and_several_render_jobs_map_to_their_chunks() -> None:

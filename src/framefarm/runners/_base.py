@@ -91,6 +91,15 @@ class Runner(ABC):
         return {}
 
     @classmethod
+    def job_statuses(cls, run: RunRecord, *, chunks: int) -> dict[str, dict[str, str]]:
+        """What the runner itself says of the run's jobs, beside the job log (`framefarm
+        status`): job name -> status, reason and the runner's id of the job. Only a runner
+        whose jobs can end without writing to the job log (a container never started, a
+        queue that refused it) has more to say than the job log."""
+        del run, chunks
+        return {}
+
+    @classmethod
     def reopen(cls, settings: Mapping[str, str], **options: Any) -> Runner:
         """The runner a run was started with, from its recorded `settings`; `options` (flags
         given to resume or cancel) win."""

@@ -20,17 +20,16 @@ import math
 import re
 import signal
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from framefarm import config, tracing
 from framefarm.errors import UserError
 from framefarm.joblog import JobLog, StatusConflict, now_iso, open_joblog
-from framefarm.lifecycle import close_open_attempts
+from framefarm.lifecycle import NOT_STARTED, close_open_attempts
 from framefarm.model import TERMINAL_STATUSES, JobKind, JobOutcome, JobRecord, RunRecord
-from framefarm.model import job_name as log_name
 from framefarm.runners._base import (
     Progress,
     ProgressCallback,
@@ -40,6 +39,9 @@ from framefarm.runners._base import (
     RunResult,
 )
 
+if TYPE_CHECKING:
+    from framefarm.job import Planned
+
 MAX_ARRAY_SIZE = 10_000
 """AWS Batch array jobs have 2 to 10,000 children."""
 CHUNK_LIST_CHARS = 12_000
@@ -47,7 +49,6 @@ CHUNK_LIST_CHARS = 12_000
 resume with more missing chunks than that lists submits them as several render jobs."""
 ACTIVE = frozenset({"SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING"})
 """AWS Batch statuses of a job that has not finished."""
-_NOT_STARTED = frozenset({"SUBMITTED", "PENDING", "RUNNABLE"})
 
 # Variables every downstream job gets from the plan job (or resume), when it has them.
 _PASSED_ON = (config.STORAGE, config.JOBLOG, config.JOBLOG_TTL_DAYS, config.JOB_CPUS,
@@ -258,11 +259,34 @@ def record_submission(joblog: JobLog, *, run_id: str, submitted: Submitted,
                       client=client)
 
 
+def plan_hook(environ: Mapping[str, str]) -> Callable[[Planned], None] | None:
+    """What a plan job in a Batch container does once it has planned, when
+    FRAMEFARM_JOB_QUEUE names where (`framefarm job` attaches it): submit the render array job
+    and the encode job, and record their ids. An earlier attempt of this plan job that
+    submitted them is not repeated, nor does a cancelled run get them (`resume` submits them).
+    They join the plan's trace: as its siblings under the upstream span, else its children."""
+    targets = BatchTargets.from_environ(environ)
+    if targets is None:
+        return None
+
+    def submit(planned: Planned) -> None:
+        ids = planned.before.runner_ids
+        if ("render" in ids and "encode" in ids) or planned.before.cancelled_at:
+            return
+        submitted = submit_downstream(run_id=planned.run_id, chunks=planned.plan.size,
+                                      total_frames=planned.plan.total_frames,
+                                      env=planned.contract, targets=targets)
+        record_submission(planned.joblog, run_id=planned.run_id, submitted=submitted,
+                          plan_job_id=planned.job_id)
+
+    return submit
+
+
 def _record_submitted(joblog: JobLog, last: JobRecord | None, *, runner_id: str,
                       run_id: str = "", kind: JobKind = "render") -> None:
     """Record a submitted job's next attempt SUBMITTED (or take over its last attempt when that
     never started), naming its Batch job; its container takes the record over."""
-    if last is not None and last.status in _NOT_STARTED:
+    if last is not None and last.status in NOT_STARTED:
         with contextlib.suppress(StatusConflict):  # it started meanwhile
             joblog.update_job(last, runner_id=runner_id)
         return
@@ -271,21 +295,6 @@ def _record_submitted(joblog: JobLog, last: JobRecord | None, *, runner_id: str,
                          index=last.index if last else None,
                          attempt=last.attempt + 1 if last else 1, status="SUBMITTED",
                          runner_id=runner_id, trace_id=tracing.current_trace_id())
-
-
-def batch_attempt(joblog: JobLog, *, run_id: str, kind: JobKind, index: int | None,
-                  attempt: int | None, job_id: str) -> int | None:
-    """The job-log attempt a Batch container records: Batch's own (AWS_BATCH_JOB_ATTEMPT),
-    unless that number already belongs to another attempt (a resumed run's jobs count from 1
-    again); then None, and the job log numbers it, taking over the attempt that `resume`
-    recorded SUBMITTED."""
-    if attempt is None or not job_id:
-        return attempt
-    existing = joblog.get_job(run_id, log_name(kind, index), attempt)
-    if existing is None or (existing.status in _NOT_STARTED
-                            and existing.runner_id in ("", job_id)):
-        return attempt
-    return None
 
 
 def require_cloud_backends(storage_url: str, joblog_url: str) -> None:
@@ -460,6 +469,12 @@ class BatchRunner(Runner):
                             f"{config.RENDER_JOB_DEFINITION} and {config.ENCODE_JOB_DEFINITION}")
         return targets
 
+    @classmethod
+    def job_statuses(cls, run: RunRecord, *, chunks: int) -> dict[str, dict[str, str]]:
+        """DescribeJobs of the run's latest submission (a job that failed to start is only
+        there)."""
+        return batch_statuses(run, chunks=chunks)
+
     def run(self, request: RunRequest, *, on_progress: ProgressCallback | None = None) -> RunResult:
         """Start the run on AWS Batch; with `wait`, follow it to the end."""
         from framefarm.job import JobEnv, run_job
@@ -480,7 +495,8 @@ class BatchRunner(Runner):
         if not self.plan_here and "://" not in env[config.SKETCH] and sketch.is_file():
             env[config.SKETCH] = store_sketch_file(sketch, storage)  # where the plan job finds it
         if self.plan_here:
-            plan = run_job(JobEnv.from_environ({**env, config.JOB_TYPE: "plan"}),
+            here = {**env, config.JOB_TYPE: "plan"}
+            plan = run_job(replace(JobEnv.from_environ(here), after_plan=plan_hook(here)),
                            storage=storage, joblog=joblog)
             if not plan.succeeded:
                 return RunResult(run_id=run_id, succeeded=False, plan=plan, failures=(plan,))

@@ -403,7 +403,7 @@ class LocalRunner(Runner):
         """How many chunks may encode at once in `max_memory`: each takes an encoder's memory,
         and every worker beyond them a drawer's. Fewer than there are workers and chunks is
         said; none at all is a UserError."""
-        from framefarm.steps.render import drawer_memory, encoder_memory
+        from framefarm.steps._sizing import drawer_memory, encoder_memory
 
         width, height = int(video.get("width") or 1280), int(video.get("height") or 720)
         encoder = encoder_memory(width=width, height=height, preset=str(video.get("preset", "")))

@@ -28,29 +28,6 @@ saves 1.5% and 7%. More CPUs go to drawing, and to more segments when the video 
 enough."""
 
 
-# Memory of a render job, measured at 1280x720 (VmHWM of a process encoding 80 frames): Python,
-# NumPy and PyAV take 45 MB; x264 holds its look-ahead and reference frames, 156 MB at preset
-# fast (30 look-ahead frames), 94 MB with 10: about 3.4 bytes per pixel per look-ahead frame plus
-# 20 frames' worth. A second thread adds 2 MB. A drawer is a fork of its job: what it adds is its
-# sketch's frames and its slots.
-_PROCESS_BYTES = 48 << 20
-_X264_BYTES_PER_PIXEL_FRAME = 3.4
-_LOOKAHEAD = {"ultrafast": 0, "superfast": 0, "veryfast": 10, "faster": 20, "fast": 30,
-              "medium": 40, "slow": 50}
-_DRAWER_BYTES, _DRAWER_BYTES_PER_PIXEL = 24 << 20, 16
-
-
-def encoder_memory(*, width: int, height: int, preset: str) -> int:
-    """About how many bytes one render job's process takes at this size and preset."""
-    frames = _LOOKAHEAD.get(preset, 60) + 20
-    return _PROCESS_BYTES + int(width * height * _X264_BYTES_PER_PIXEL_FRAME * frames)
-
-
-def drawer_memory(*, width: int, height: int) -> int:
-    """About how many bytes one drawing process adds to its job's."""
-    return _DRAWER_BYTES + width * height * _DRAWER_BYTES_PER_PIXEL
-
-
 @dataclass(frozen=True, kw_only=True)
 class RenderRequest:
     """Render chunk `index` of run `run_id`."""
