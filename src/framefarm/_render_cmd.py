@@ -22,7 +22,7 @@ from framefarm.errors import LeaseHeld, UserError
 from framefarm.joblog import JobLog, open_joblog
 from framefarm.progress import ProgressDisplay
 from framefarm.report import load_report
-from framefarm.runners import Progress, RunRequest, RunResult, open_runner
+from framefarm.runners import Progress, RunRequest, RunResult, open_runner, runner_class
 from framefarm.runners._base import ProgressCallback
 from framefarm.storage import Storage, open_storage
 
@@ -97,9 +97,7 @@ def render_command(args: argparse.Namespace) -> int:
     _otel.setup()  # before the first AWS client is made, so its calls are traced
     storage.probe()  # storage that cannot be written is found before anything runs
     joblog = open_joblog(str(config.resolve(args.joblog, config.JOBLOG, defaults[config.JOBLOG])))
-    if args.runner in ("local", "temporal") and "memory://" in (storage.url + joblog.url):
-        raise UserError(f"memory:// storage and job logs live in one process; {args.runner} worker "
-                        "processes cannot share them: use file:// and sqlite:/// (the defaults)")
+    runner_class(args.runner).check_backends(storage.url, joblog.url)
     sketch = _sketch_location(args.sketch)
     env = contract_env(sketch=sketch, output=output, storage=storage.url,
                        joblog=joblog.url, frames=args.frames, per_job=args.per_job, fps=args.fps,

@@ -8,16 +8,23 @@ from __future__ import annotations
 
 from framefarm.errors import UserError
 from framefarm.joblog._base import JobLog, StatusConflict, now_iso
-from framefarm.storage import Backend, default_scheme, load_backend
+from framefarm.storage import Backend, default_scheme, load_backend, reach
 
-__all__ = ["BACKENDS", "JobLog", "StatusConflict", "now_iso", "open_joblog"]
+__all__ = ["BACKENDS", "JobLog", "StatusConflict", "now_iso", "open_joblog", "url_reach"]
 
 BACKENDS: dict[str, Backend] = {
     "sqlite": Backend("framefarm.joblog.sqlite", "SqliteJobLog", None, "sqlite:///path"),
-    "memory": Backend("framefarm.joblog.memory", "MemoryJobLog", None, "memory://name"),
-    "dynamodb": Backend("framefarm.joblog.dynamodb", "DynamoDBJobLog", "aws", "dynamodb://table"),
+    "memory": Backend("framefarm.joblog.memory", "MemoryJobLog", None, "memory://name",
+                      "process"),
+    "dynamodb": Backend("framefarm.joblog.dynamodb", "DynamoDBJobLog", "aws", "dynamodb://table",
+                        "anywhere"),
     # A new backend is one line here plus a module whose class has `from_url(url)`.
 }
+
+
+def url_reach(url: str) -> str:
+    """Who can use the job log at `url` (storage.REACHES)."""
+    return reach(BACKENDS, url, default="sqlite")
 
 
 def open_joblog(url: str) -> JobLog:

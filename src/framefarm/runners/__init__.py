@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from framefarm.job import AfterPlan
 
 __all__ = ["Progress", "ResumeRequest", "RunRequest", "RunResult", "Runner", "known_runners",
-           "open_runner", "plan_hook", "reopen_runner", "runner_job_statuses"]
+           "open_runner", "plan_hook", "reopen_runner", "runner_class", "runner_job_statuses"]
 
 _RUNNERS = {
     "local": ("framefarm.runners.local", "LocalRunner", None),
@@ -26,6 +26,11 @@ _RUNNERS = {
 def known_runners() -> list[str]:
     """Names `--runner` accepts."""
     return list(_RUNNERS)
+
+
+def runner_class(name: str) -> type[Runner]:
+    """The class of the runner called `name`, imported now; unknown names list the known ones."""
+    return _runner_class(name)
 
 
 def _runner_class(name: str) -> type[Runner]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from framefarm.errors import UserError
 from framefarm.joblog import JobLog
@@ -70,6 +70,28 @@ class Runner(ABC):
     name: str
     start_cost_seconds: float = 0.0
     """What starting one job costs this runner; the planner sizes chunks from it."""
+    backend_reach: ClassVar[str] = "machine"
+    """Who must be able to use the run's storage and job log (storage.REACHES): the processes
+    of this machine (worker processes), or any machine (containers elsewhere)."""
+
+    @classmethod
+    def check_backends(cls, storage_url: str, joblog_url: str) -> None:
+        """Refuse, before anything runs, storage or a job log that this runner's jobs cannot
+        reach (UserError: one line naming them and the fix)."""
+        from framefarm import joblog, storage
+
+        short = [url for url, found in ((storage_url, storage.url_reach(storage_url)),
+                                        (joblog_url, joblog.url_reach(joblog_url)))
+                 if not storage.reaches(found, cls.backend_reach)]
+        if short:
+            raise UserError(cls.unreachable(short))
+
+    @classmethod
+    def unreachable(cls, urls: list[str]) -> str:
+        """The line `check_backends` says for backends its jobs cannot reach."""
+        del urls
+        return (f"memory:// storage and job logs live in one process; {cls.name} worker "
+                "processes cannot share them: use file:// and sqlite:/// (the defaults)")
 
     @abstractmethod
     def run(self, request: RunRequest, *, on_progress: ProgressCallback | None = None) -> RunResult:

@@ -22,7 +22,6 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from framefarm import config, tracing
@@ -38,6 +37,7 @@ from framefarm.runners._base import (
     RunRequest,
     RunResult,
 )
+from framefarm.runners._remote import fetch_output, stage_sketch, take_local_output
 
 if TYPE_CHECKING:
     from framefarm.job import Planned
@@ -300,12 +300,7 @@ def _record_submitted(joblog: JobLog, last: JobRecord | None, *, runner_id: str,
 def require_cloud_backends(storage_url: str, joblog_url: str) -> None:
     """Containers on AWS Batch cannot see this machine's files: storage and job log must be
     reachable from them."""
-    local = [u for u in (storage_url, joblog_url)
-             if u.startswith(("file:", "sqlite:", "memory:")) or "://" not in u]
-    if local:
-        raise UserError(f"AWS Batch containers cannot reach {' or '.join(local)}: use "
-                        "--storage s3://BUCKET/PREFIX and --joblog dynamodb://TABLE "
-                        "(the stack's outputs)")
+    BatchRunner.check_backends(storage_url, joblog_url)
 
 
 def batch_job_ids(run: RunRecord, *, chunks: int) -> dict[str, str]:
@@ -434,6 +429,12 @@ class BatchRunner(Runner):
 
     name = "batch"
     start_cost_seconds = 20.0
+    backend_reach = "anywhere"
+
+    @classmethod
+    def unreachable(cls, urls: list[str]) -> str:
+        return (f"AWS Batch containers cannot reach {' or '.join(urls)}: use --storage "
+                "s3://BUCKET/PREFIX and --joblog dynamodb://TABLE (the stack's outputs)")
 
     def __init__(self, *, workers: int | None = None, targets: BatchTargets | None = None,
                  plan_here: bool = False, wait: bool = False, poll_seconds: float = 5.0,
@@ -479,7 +480,6 @@ class BatchRunner(Runner):
         """Start the run on AWS Batch; with `wait`, follow it to the end."""
         from framefarm.job import JobEnv, run_job
         from framefarm.steps import new_run_id
-        from framefarm.steps.plan import store_sketch_file
         from framefarm.storage import open_storage
 
         env = dict(request.env)
@@ -487,13 +487,12 @@ class BatchRunner(Runner):
         targets = self._targets(env)
         env.update({**targets.to_environ(), config.JOB_START_SECONDS: str(self.start_cost_seconds)})
         env.pop(config.PLAN_JOB_DEFINITION, None)  # the plan job needs no job definition of its own
-        local_output = _storage_output(env)
+        local_output = take_local_output(env)
         storage = open_storage(env[config.STORAGE])
         joblog = open_joblog(env[config.JOBLOG])
         run_id = env.setdefault(config.RUN_ID, new_run_id())
-        sketch = Path(env[config.SKETCH])
-        if not self.plan_here and "://" not in env[config.SKETCH] and sketch.is_file():
-            env[config.SKETCH] = store_sketch_file(sketch, storage)  # where the plan job finds it
+        if not self.plan_here:
+            stage_sketch(env, storage)  # where the plan job finds it
         if self.plan_here:
             here = {**env, config.JOB_TYPE: "plan"}
             plan = run_job(replace(JobEnv.from_environ(here), after_plan=plan_hook(here)),
@@ -529,7 +528,7 @@ class BatchRunner(Runner):
         self._take_over(run, joblog)
         if env.get(config.OUTPUT) == storage.url_for(f"runs/{run_id}/output.mp4"):
             del env[config.OUTPUT]  # the run's own video (its encode job writes it there anyway)
-        local_output = _storage_output(env)
+        local_output = take_local_output(env)
         size = int(run.plan["size"])
         todo = sorted(request.chunks)
         submitted = submit_downstream(
@@ -575,8 +574,8 @@ class BatchRunner(Runner):
         if not self.wait:
             return RunResult(run_id=run_id, succeeded=True, details={**details, "waited": False})
         result = self._follow(run_id, joblog, on_progress)
-        if result.succeeded and local_output:
-            storage.get_file(f"runs/{run_id}/output.mp4", Path(local_output))
+        if result.succeeded:
+            fetch_output(storage, run_id, local_output)
         return result
 
     def _follow(self, run_id: str, joblog: JobLog,
@@ -624,15 +623,6 @@ class BatchRunner(Runner):
             time.sleep(pause)
             pause = min(pause * 2, self.poll_seconds)
 
-
-def _storage_output(env: dict[str, str]) -> str:
-    """Where the video goes on this machine (downloaded once encoded); a storage URL stays in
-    `env` for the encode job to write to."""
-    output = env.pop(config.OUTPUT, "")
-    if "://" in output:
-        env[config.OUTPUT] = output
-        return ""
-    return output
 
 
 # CloudFormation output names (deploy/cloudformation.yaml) -> what they configure.

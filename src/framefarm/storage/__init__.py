@@ -14,8 +14,13 @@ from typing import Any
 from framefarm.errors import MissingExtraError, UserError
 from framefarm.storage._base import PROBE_PREFIX, Storage, StorageIOError, check_key
 
-__all__ = ["BACKENDS", "PROBE_PREFIX", "Backend", "Storage", "StorageIOError", "check_key",
-           "default_scheme", "load_backend", "open_storage", "split_url"]
+__all__ = ["BACKENDS", "PROBE_PREFIX", "REACHES", "Backend", "Storage", "StorageIOError",
+           "check_key", "default_scheme", "is_url", "load_backend", "open_storage", "reach",
+           "reaches", "split_url", "url_reach"]
+
+REACHES = ("process", "machine", "anywhere")
+"""Who can use a backend, narrowest first: this process only (memory://), the processes of this
+machine (file://, sqlite:///), or any machine (s3://, dynamodb://)."""
 
 
 @dataclass(frozen=True)
@@ -26,12 +31,15 @@ class Backend:
     cls: str
     extra: str | None
     example: str
+    reach: str = "machine"
+    """Who can use it (REACHES): a runner whose jobs run elsewhere needs a wider reach."""
 
 
 BACKENDS: dict[str, Backend] = {
     "file": Backend("framefarm.storage.file", "FileStorage", None, "file:///path"),
-    "memory": Backend("framefarm.storage.memory", "MemoryStorage", None, "memory://name"),
-    "s3": Backend("framefarm.storage.s3", "S3Storage", "aws", "s3://bucket/prefix"),
+    "memory": Backend("framefarm.storage.memory", "MemoryStorage", None, "memory://name",
+                      "process"),
+    "s3": Backend("framefarm.storage.s3", "S3Storage", "aws", "s3://bucket/prefix", "anywhere"),
     # A new backend is one line here plus a module whose class has `from_url(url)`.
 }
 
@@ -65,6 +73,27 @@ def load_backend(backends: dict[str, Backend], scheme: str, *, url: str, what: s
             raise
         raise MissingExtraError(f"{what} URL {url!r}", backend.extra) from e
     return getattr(module, backend.cls)
+
+
+def is_url(location: str) -> bool:
+    """True when `location` names something by URL (`s3://…`, `file:///…`), not a local path."""
+    return bool(split_url(location)[0])
+
+
+def reach(backends: dict[str, Backend], url: str, *, default: str) -> str:
+    """Who can use the backend `url` names (REACHES); `default`: the scheme of a bare path."""
+    backend = backends.get(default_scheme(url, default))
+    return backend.reach if backend is not None else "machine"
+
+
+def url_reach(url: str) -> str:
+    """Who can use the storage at `url` (REACHES)."""
+    return reach(BACKENDS, url, default="file")
+
+
+def reaches(found: str, needed: str) -> bool:
+    """True when a backend of reach `found` serves a runner that needs reach `needed`."""
+    return REACHES.index(found) >= REACHES.index(needed)
 
 
 def default_scheme(url: str, scheme: str) -> str:

@@ -49,6 +49,7 @@ from framefarm.runners._base import (
     RunRequest,
     RunResult,
 )
+from framefarm.runners._remote import fetch_output, stage_sketch, take_local_output
 from framefarm.runners.local import default_workers
 from framefarm.runners.temporal._lifecycle import (
     attempt_base,
@@ -78,8 +79,6 @@ from framefarm.runners.temporal.shared import (
 from framefarm.runners.temporal.worker import JobPool, WorkerSettings, running_worker
 from framefarm.runners.temporal.workflows import RenderRun
 from framefarm.steps import new_run_id
-from framefarm.steps._keys import output_key
-from framefarm.steps.plan import store_sketch_file
 from framefarm.storage import Storage, open_storage
 
 POLL_SECONDS = 0.5
@@ -243,12 +242,8 @@ class TemporalRunner(Runner):
             env.setdefault(config.PARALLELISM, str(self.workers or default_workers()))
         else:
             # Workers may be on other machines: the sketch goes to storage, the video comes back.
-            if config.SKETCH in env:
-                sketch = Path(env[config.SKETCH])
-                if "://" not in env[config.SKETCH] and sketch.is_file():
-                    env[config.SKETCH] = store_sketch_file(sketch, storage)
-            if env.get(config.OUTPUT) and "://" not in env[config.OUTPUT]:
-                local_output = env.pop(config.OUTPUT)
+            stage_sketch(env, storage)
+            local_output = take_local_output(env)
             if self.workers:
                 env.setdefault(config.PARALLELISM, str(self.workers))
         env.setdefault(config.JOB_START_SECONDS, str(self.start_cost_seconds))
@@ -261,8 +256,8 @@ class TemporalRunner(Runner):
                 request, run_id, joblog, on_progress, runtime, resume=resume))
         except KeyboardInterrupt:  # before the run's own signal handling: nothing started yet
             return RunResult(run_id=run_id, succeeded=False, cancelled=True)
-        if result.succeeded and local_output:
-            storage.get_file(output_key(run_id), Path(local_output))
+        if result.succeeded:
+            fetch_output(storage, run_id, local_output)
         return result
 
     async def _run(self, request: RunInput, run_id: str, joblog: JobLog,

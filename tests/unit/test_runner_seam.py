@@ -1,0 +1,83 @@
+"""The runner seam: what backends can reach, what a runner refuses, the hook a Batch plan job
+gets, what `status` asks a run's runner, and the remote runners' shared staging."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from framefarm import joblog, storage
+from framefarm.errors import UserError
+from framefarm.model import RunRecord
+from framefarm.runners import plan_hook, runner_class, runner_job_statuses
+from framefarm.runners._remote import fetch_output, stage_sketch, take_local_output
+from framefarm.storage import open_storage
+
+
+def test_each_backend_says_who_can_reach_it() -> None:
+    assert [storage.url_reach(u) for u in ("memory://a", "file:///data", "framefarm-data",
+                                           "s3://bucket/p")] == [
+        "process", "machine", "machine", "anywhere"]
+    assert [joblog.url_reach(u) for u in ("memory://a", "sqlite:///j.db", "j.db",
+                                          "dynamodb://table")] == [
+        "process", "machine", "machine", "anywhere"]
+    assert storage.reaches("anywhere", "machine") and storage.reaches("machine", "machine")
+    assert not storage.reaches("process", "machine")
+    assert not storage.reaches("machine", "anywhere")
+
+
+def test_a_runner_refuses_backends_its_jobs_cannot_reach_in_one_line() -> None:
+    local, batch = runner_class("local"), runner_class("batch")
+    local.check_backends("file:///d", "sqlite:///j.db")  # worker processes share the machine
+    with pytest.raises(UserError) as refused:
+        local.check_backends("memory://d", "sqlite:///j.db")
+    assert str(refused.value) == (
+        "memory:// storage and job logs live in one process; local worker processes cannot share "
+        "them: use file:// and sqlite:/// (the defaults)")
+    batch.check_backends("s3://bucket/p", "dynamodb://table")
+    with pytest.raises(UserError) as refused:
+        batch.check_backends("file:///d", "dynamodb://table")
+    assert str(refused.value).startswith("AWS Batch containers cannot reach file:///d: use ")
+    with pytest.raises(UserError) as refused:
+        batch.check_backends("s3://bucket/p", "j.db")
+    assert "cannot reach j.db:" in str(refused.value)
+
+
+def test_only_a_batch_plan_container_gets_the_submission_hook() -> None:
+    assert plan_hook({"JOB_TYPE": "plan"}) is None  # local, Temporal, a plain container
+    with pytest.raises(UserError, match="FRAMEFARM_JOB_QUEUE is set but"):
+        plan_hook({"FRAMEFARM_JOB_QUEUE": "q"})  # named where, not with what: bad input
+    hook = plan_hook({"FRAMEFARM_JOB_QUEUE": "q", "FRAMEFARM_RENDER_JOB_DEFINITION": "r",
+                      "FRAMEFARM_ENCODE_JOB_DEFINITION": "e"})
+    assert callable(hook)
+
+
+def test_status_asks_only_the_runner_that_recorded_ids_of_its_own() -> None:
+    # No ids: nothing to ask (and no AWS call is made).
+    assert runner_job_statuses(RunRecord(run_id="r", created_at="t", runner="batch")) == {}
+    # A runner without a view of its own says nothing beyond the job log, ids or not.
+    temporal = RunRecord(run_id="r", created_at="t", runner="temporal", runner_ids={"render": "x"})
+    assert runner_job_statuses(temporal) == {}
+
+
+def test_remote_runners_stage_a_local_sketch_and_bring_the_video_back(tmp_path: Path) -> None:
+    store = open_storage(f"memory://seam-{tmp_path.name}")
+    sketch = tmp_path / "s.py"
+    sketch.write_text("def render(ctx):\n    return None\n")
+    env = {"FRAMEFARM_SKETCH": str(sketch), "FRAMEFARM_OUTPUT": str(tmp_path / "v.mp4")}
+    stage_sketch(env, store)
+    assert env["FRAMEFARM_SKETCH"].startswith("memory://") and "/sketches/" in env[
+        "FRAMEFARM_SKETCH"]
+    assert [k for k in store.list("sketches/")] == [env["FRAMEFARM_SKETCH"].split("/", 3)[3]]
+    for kept in ("framefarm.examples.plasma:render", "s3://b/sketches/x.py"):
+        named = {"FRAMEFARM_SKETCH": kept}
+        stage_sketch(named, store)
+        assert named == {"FRAMEFARM_SKETCH": kept}
+    assert take_local_output(env) == str(tmp_path / "v.mp4") and "FRAMEFARM_OUTPUT" not in env
+    remote = {"FRAMEFARM_OUTPUT": "s3://b/out.mp4"}
+    assert take_local_output(remote) == "" and remote == {"FRAMEFARM_OUTPUT": "s3://b/out.mp4"}
+    store.put_bytes("runs/r1/output.mp4", b"video bytes")
+    fetch_output(store, "r1", str(tmp_path / "v.mp4"))
+    assert (tmp_path / "v.mp4").read_bytes() == b"video bytes"
+    fetch_output(store, "r1", "")  # nothing named: nothing fetched
