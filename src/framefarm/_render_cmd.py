@@ -136,8 +136,8 @@ def drive(start: Start, *, runner: str, storage: Storage, joblog: JobLog, began:
             run_span.set_status(StatusCode.ERROR, "cancelled" if result.cancelled
                                 else "a job failed")
     # The run's own trace: merged now when every job has ended, else by the encode job.
-    finished = result.details.get("waited") is not False
-    if result.details.get("attached"):
+    finished = result.waited
+    if result.attached:
         # Another `framefarm render` started this run (on Temporal): its trace is the run's.
         with tracing.untraced():
             tracing.merge_spans(storage, result.run_id)
@@ -156,10 +156,10 @@ def drive(start: Start, *, runner: str, storage: Storage, joblog: JobLog, began:
         return 130
     if not result.succeeded:
         return _report_failure(result, joblog_url=joblog.url)
-    if result.details.get("waited") is False:
+    if not result.waited:
         print(f"run {result.run_id}: submitted to AWS Batch; follow it with `framefarm status "
               f"{result.run_id} --joblog {joblog.url}`; the video will be at "
-              f"{result.details['output_url']}")
+              f"{result.output_url}")
         return 0
     run = joblog.get_run(result.run_id)
     frames = run.plan.get("total_frames", 0) if run else 0

@@ -3,14 +3,17 @@ job the job contract's variables and knows nothing of pixels."""
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from framefarm import config
 from framefarm.errors import UserError
-from framefarm.joblog import JobLog
+from framefarm.joblog import JobLog, open_joblog
 from framefarm.model import JobOutcome, RunRecord
+from framefarm.storage import Storage, open_storage
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,7 +45,16 @@ class RunResult:
     plan: JobOutcome | None = None
     encode: JobOutcome | None = None
     failures: tuple[JobOutcome, ...] = ()
-    details: Mapping[str, Any] = field(default_factory=dict)
+    waited: bool = True
+    """False: the runner submitted the run and returned before it ended (AWS Batch without
+    --wait): the video is not there yet."""
+    attached: bool = False
+    """Another `framefarm render` started this run and this one followed it (Temporal): its
+    trace is that command's."""
+    output_url: str = ""
+    """Where the video is, or will be, in the run's storage (a submitted run)."""
+    links: Mapping[str, str] = field(default_factory=dict)
+    """Pages that show the run, by name (`temporal_ui`: the workflow in Temporal's web UI)."""
     cancelled: bool = False
     """The run was stopped on purpose (Ctrl-C, SIGTERM, `framefarm cancel`): its jobs in flight
     are recorded CANCELLED and `framefarm resume` finishes it."""
@@ -126,3 +138,15 @@ class Runner(ABC):
         """The runner a run was started with, from its recorded `settings`; `options` (flags
         given to resume or cancel) win."""
         return cls(**options)
+
+
+_backends: dict[tuple[int, str, str], tuple[Storage, JobLog]] = {}
+
+
+def process_backends(env: Mapping[str, str]) -> tuple[Storage, JobLog]:
+    """The storage and job log `env` names, opened once per process and reused by every job it
+    runs (a local or Temporal worker's); a forked child opens its own."""
+    key = (os.getpid(), env[config.STORAGE], env[config.JOBLOG])
+    if key not in _backends:
+        _backends[key] = (open_storage(key[1]), open_joblog(key[2]))
+    return _backends[key]

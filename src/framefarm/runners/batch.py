@@ -38,6 +38,7 @@ from framefarm.runners._base import (
     RunResult,
 )
 from framefarm.runners._remote import fetch_output, stage_sketch, take_local_output
+from framefarm.steps._keys import output_key
 
 if TYPE_CHECKING:
     from framefarm.job import Planned
@@ -570,9 +571,9 @@ class BatchRunner(Runner):
 
     def _finish(self, run_id: str, joblog: JobLog, storage: Any, local_output: str,
                 on_progress: ProgressCallback | None) -> RunResult:
-        details = {"output_url": storage.url_for(f"runs/{run_id}/output.mp4")}
         if not self.wait:
-            return RunResult(run_id=run_id, succeeded=True, details={**details, "waited": False})
+            return RunResult(run_id=run_id, succeeded=True, waited=False,
+                             output_url=storage.url_for(output_key(run_id)))
         result = self._follow(run_id, joblog, on_progress)
         if result.succeeded:
             fetch_output(storage, run_id, local_output)

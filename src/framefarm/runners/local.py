@@ -40,7 +40,7 @@ from framefarm._procs import die_with, die_with_parent, how_it_ended, process_al
 from framefarm.errors import UserError
 from framefarm.integrity import describe_chunk
 from framefarm.job import JobEnv, run_job
-from framefarm.joblog import JobLog, StatusConflict, now_iso, open_joblog
+from framefarm.joblog import JobLog, StatusConflict, now_iso
 from framefarm.joblog._base import LEASE_SECONDS
 from framefarm.lifecycle import HEARTBEAT_SECONDS, PID_PREFIX, close_open_attempts, lost
 from framefarm.model import TERMINAL_STATUSES, Chunk, JobOutcome, Lease, RunRecord
@@ -51,8 +51,8 @@ from framefarm.runners._base import (
     Runner,
     RunRequest,
     RunResult,
+    process_backends,
 )
-from framefarm.storage import Storage, open_storage
 
 POLL_SECONDS = 0.2
 CANCEL_CHECK_SECONDS = 1.0
@@ -116,21 +116,10 @@ def _keep_freed_memory() -> None:
     mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest; x264's buffers are smaller
 
 
-_backends: dict[tuple[str, str], tuple[Storage, JobLog]] = {}
-
-
-def _open(env: Mapping[str, str]) -> tuple[Storage, JobLog]:
-    """Storage and job log for this process, opened once and reused by every job it runs."""
-    key = (env[config.STORAGE], env[config.JOBLOG])
-    if key not in _backends:
-        _backends[key] = (open_storage(key[0]), open_joblog(key[1]))
-    return _backends[key]
-
-
 def run_contract_job(env: Mapping[str, str],
                      on_frame: Callable[[int], None] | None = None) -> JobOutcome:
     """Run one job from its job-contract variables (the worker processes' entry point)."""
-    storage, joblog = _open(env)
+    storage, joblog = process_backends(env)
     # The process is the job's runner id, so a reader on this machine knows at once when it
     # is gone (lifecycle.lost).
     contract = replace(JobEnv.from_environ(env), runner_id=f"{PID_PREFIX}{os.getpid()}")
@@ -276,7 +265,7 @@ class LocalRunner(Runner):
 
         env = self._env(request.env)
         run_id = env.setdefault(config.RUN_ID, new_run_id())
-        _, joblog = _open(env)
+        _, joblog = process_backends(env)
         with self._lease(joblog, run_id) as lease:
             self._record_run(joblog, run_id, env)
             try:
@@ -296,7 +285,7 @@ class LocalRunner(Runner):
         """Render the request's chunks of the planned run, then encode."""
         env = self._env(request.env)
         run_id = request.run.run_id
-        _, joblog = _open(env)
+        _, joblog = process_backends(env)
         plan = request.run.plan
         total, per_job = int(plan["total_frames"]), int(plan["frames_per_job"])
         wanted = set(request.chunks)
@@ -372,7 +361,7 @@ class LocalRunner(Runner):
                            total: int, plan: JobOutcome | None,
                            on_progress: ProgressCallback | None) -> RunResult:
         run_id = env[config.RUN_ID]
-        _, joblog = _open(env)
+        _, joblog = process_backends(env)
         run = joblog.get_run(run_id)
         encoders = self._encoders(run.plan.get("video", {}) if run and run.plan else {}, chunks)
         drive = _Drive(self, env, joblog, lease, chunks, total=total, on_progress=on_progress,

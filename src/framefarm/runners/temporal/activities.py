@@ -21,7 +21,7 @@ import contextlib
 import contextvars
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from typing import Any
@@ -35,8 +35,9 @@ from framefarm._procs import die_with, how_it_ended
 from framefarm.errors import UserError
 from framefarm.integrity import describe_chunk
 from framefarm.job import JobEnv, run_job
-from framefarm.joblog import JobLog, StatusConflict, open_joblog
+from framefarm.joblog import JobLog, StatusConflict
 from framefarm.model import TERMINAL_STATUSES, JobKind, JobOutcome, job_name
+from framefarm.runners._base import process_backends
 from framefarm.runners.temporal import _processes
 from framefarm.runners.temporal.shared import (
     EncodeOutput,
@@ -45,7 +46,7 @@ from framefarm.runners.temporal.shared import (
     PlanOutput,
     RenderOutput,
 )
-from framefarm.storage import Storage, open_storage
+from framefarm.storage import Storage
 
 USER_ERROR = "UserError"
 """The ApplicationError type of a job that failed on bad input or a sketch error: the retry
@@ -59,7 +60,6 @@ CANCELLED = ("cancelled: the run was stopped (Ctrl-C, SIGTERM, `framefarm cancel
              "workflow was cancelled in Temporal)")
 
 _process: dict[str, int] = {"cpus": 0}
-_backends: dict[tuple[str, str], tuple[Storage, JobLog]] = {}
 
 
 def start_process(cpus: int, traced: bool, worker_pid: int) -> None:
@@ -119,7 +119,7 @@ def _run(kind: JobKind, job: JobInput) -> JobOutcome:
     try:
         contract = replace(JobEnv.from_environ(env),
                            runner_id=f"{info.workflow_id}/{info.activity_id}")
-        storage, joblog = _open(env)
+        storage, joblog = process_backends(env)
         name = job_name(kind, job.index)
         if info.attempt > 1:
             _close_lost_attempt(joblog, contract.run_id, name, attempt - 1)
@@ -157,14 +157,6 @@ def _run(kind: JobKind, job: JobInput) -> JobOutcome:
         raise ApplicationError(head, asdict(failure), type=USER_ERROR if user_error else JOB_FAILED,
                                non_retryable=user_error)
     return outcome
-
-
-def _open(env: Mapping[str, str]) -> tuple[Storage, JobLog]:
-    """Storage and job log for this process, opened once and reused by every job it runs."""
-    key = (env[config.STORAGE], env[config.JOBLOG])
-    if key not in _backends:
-        _backends[key] = (open_storage(key[0]), open_joblog(key[1]))
-    return _backends[key]
 
 
 class _Stopped(Exception):
@@ -237,7 +229,7 @@ def lost_job(args: tuple[Any, ...], *, pid: int, exitcode: int | None, frames: i
     if killed == "":  # stopped on purpose, by a caller that records it
         failure.error = f"{name} stopped: its worker killed its job process"
     else:
-        storage, joblog = _open(job.env)
+        storage, joblog = process_backends(job.env)
         run_id = job.env.get(config.RUN_ID, "")
         record = joblog.get_job(run_id, name, job.attempt_base + info.attempt)
         if record is not None and record.status == "FAILED" and record.error and not stuck:

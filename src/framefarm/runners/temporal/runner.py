@@ -298,16 +298,16 @@ class TemporalRunner(Runner):
                     await stack.enter_async_context(running_worker(plain, settings, pool))
                 self.announce(f"run {run_id} {'was already' if attached else 'started'} on "
                               f"Temporal (task queue {self.task_queue!r}), see {where}")
-                details = {"attached": attached, "temporal_ui": where}
+                shown: dict[str, Any] = {"attached": attached, "links": {"temporal_ui": where}}
                 waiting = asyncio.ensure_future(handle.result())
                 began = time.monotonic()
                 try:
                     if await self._follow(plain, waiting, run_id, joblog, stop,
                                           on_progress=on_progress):
                         stop.set()
-                        return await self._stop(handle, waiting, run_id, joblog, pool, details,
+                        return await self._stop(handle, waiting, run_id, joblog, pool, shown,
                                                 on_progress=on_progress, began=began)
-                    result = _outcome(waiting, run_id, details, on_progress=on_progress,
+                    result = _outcome(waiting, run_id, shown, on_progress=on_progress,
                                       began=began)
                     if result.cancelled:  # cancelled in Temporal: nothing may go on
                         stop.set()
@@ -398,7 +398,7 @@ class TemporalRunner(Runner):
 
     async def _stop(self, handle: WorkflowHandle[Any, RunOutput],
                     waiting: asyncio.Future[RunOutput], run_id: str, joblog: JobLog,
-                    pool: JobPool | None, details: Mapping[str, Any], *,
+                    pool: JobPool | None, shown: Mapping[str, Any], *,
                     on_progress: ProgressCallback | None, began: float) -> RunResult:
         """Stop the run: cancel its workflow, end its jobs in flight (an own worker's processes
         at once; other workers' jobs stop at their next frame) and record them CANCELLED, then
@@ -418,8 +418,8 @@ class TemporalRunner(Runner):
         except Exception:  # it ended cancelled, as asked
             pass
         else:  # it had finished just before the cancellation reached it
-            return _outcome(waiting, run_id, details, on_progress=on_progress, began=began)
-        return RunResult(run_id=run_id, succeeded=False, cancelled=True, details=details)
+            return _outcome(waiting, run_id, shown, on_progress=on_progress, began=began)
+        return RunResult(run_id=run_id, succeeded=False, cancelled=True, **shown)
 
 
 async def query_progress(client: Client, workflow_id: str) -> RunProgress | None:
@@ -438,28 +438,28 @@ async def query_progress(client: Client, workflow_id: str) -> RunProgress | None
     return progress
 
 
-def _outcome(waiting: asyncio.Future[RunOutput], run_id: str, details: Mapping[str, Any], *,
+def _outcome(waiting: asyncio.Future[RunOutput], run_id: str, shown: Mapping[str, Any], *,
              on_progress: ProgressCallback | None, began: float) -> RunResult:
     """How the ended workflow went, as a RunResult."""
     try:
         done = waiting.result()
     except WorkflowFailureError as err:
-        return _failed(run_id, err, details)
+        return _failed(run_id, err, shown)
     if on_progress is not None:
         on_progress(Progress(run_id=run_id, total_frames=done.plan.total_frames,
                              frames_done=done.plan.total_frames, chunks=done.plan.chunks,
                              chunks_done=done.plan.chunks, elapsed=time.monotonic() - began))
     plan = JobOutcome(job="plan", run_id=run_id, succeeded=True, result=asdict(done.plan))
     encode = JobOutcome(job="encode", run_id=run_id, succeeded=True, result=asdict(done.encode))
-    return RunResult(run_id=run_id, succeeded=True, plan=plan, encode=encode, details=details)
+    return RunResult(run_id=run_id, succeeded=True, plan=plan, encode=encode, **shown)
 
 
-def _failed(run_id: str, err: WorkflowFailureError, details: Mapping[str, Any]) -> RunResult:
+def _failed(run_id: str, err: WorkflowFailureError, shown: Mapping[str, Any]) -> RunResult:
     """A failed run as a RunResult: the failed jobs the workflow reported, as the local runner
     would report them; a cancelled workflow is a cancelled run."""
     cause = err.cause
     if isinstance(cause, CancelledError):
-        return RunResult(run_id=run_id, succeeded=False, cancelled=True, details=details)
+        return RunResult(run_id=run_id, succeeded=False, cancelled=True, **shown)
     if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], list):
         failures = tuple(JobOutcome(job=f["job"], run_id=run_id, succeeded=False,
                                     index=f.get("index"), exit_code=int(f.get("exit_code", 1)),
@@ -470,4 +470,4 @@ def _failed(run_id: str, err: WorkflowFailureError, details: Mapping[str, Any]) 
         failures = (JobOutcome(job="workflow", run_id=run_id, succeeded=False, exit_code=1,
                                error=f"the run's workflow {why}"),)
     plan = next((f for f in failures if f.job == "plan"), None)
-    return RunResult(run_id=run_id, succeeded=False, plan=plan, failures=failures, details=details)
+    return RunResult(run_id=run_id, succeeded=False, plan=plan, failures=failures, **shown)
