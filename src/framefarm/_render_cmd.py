@@ -18,6 +18,7 @@ from opentelemetry.trace import StatusCode
 from framefarm import _otel, config, tracing
 from framefarm._api import contract_env
 from framefarm._cli_checks import check_output_path
+from framefarm._locations import sketch_location_kind
 from framefarm.errors import LeaseHeld, UserError
 from framefarm.joblog import JobLog, open_joblog
 from framefarm.progress import ProgressDisplay
@@ -29,8 +30,7 @@ from framefarm.storage import Storage, open_storage
 
 def _sketch_location(sketch: str) -> str:
     """A file sketch as an absolute path (checked now, before anything runs); else as given."""
-    looks_like_module = ":" in sketch and not sketch.endswith(".py") and "://" not in sketch
-    if looks_like_module or "://" in sketch:
+    if sketch_location_kind(sketch) != "file":
         return sketch
     path = Path(sketch).expanduser()
     if not path.is_file():

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from framefarm._frames import to_array
+from framefarm._locations import sketch_location_kind
 from framefarm.errors import SketchError, UserError
 from framefarm.model import parse_fps
 
@@ -166,12 +167,13 @@ def load_sketch(location: str, *, storage_loader: Callable[[str], Path] | None =
     os.environ.setdefault("MPLBACKEND", "Agg")  # pyplot sketches run headless
     source: Path | None = None
     render_name = "render"
-    if "://" in location:
+    kind = sketch_location_kind(location)
+    if kind == "url":
         if storage_loader is None:
             raise UserError(f"sketch {location}: a storage URL needs storage to load it from")
         source = Path(storage_loader(location))
         module = _exec_file(source, display_name or location, display_name)
-    elif ":" in location and not location.endswith(".py") and not Path(location).exists():
+    elif kind == "module":
         module_name, _, render_name = location.partition(":")
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())  # like `python -m`: modules beside the user first

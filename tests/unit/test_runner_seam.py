@@ -81,3 +81,16 @@ def test_remote_runners_stage_a_local_sketch_and_bring_the_video_back(tmp_path: 
     fetch_output(store, "r1", str(tmp_path / "v.mp4"))
     assert (tmp_path / "v.mp4").read_bytes() == b"video bytes"
     fetch_output(store, "r1", "")  # nothing named: nothing fetched
+
+
+def test_one_rule_says_what_a_sketch_location_names(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from framefarm._locations import sketch_location_kind
+
+    assert sketch_location_kind("s3://bucket/sketches/a.py") == "url"
+    assert sketch_location_kind("file:///art/a.py") == "url"
+    assert sketch_location_kind("framefarm.examples.plasma:render") == "module"
+    assert sketch_location_kind("art/spiral.py") == "file"  # missing or not, a path to a file
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "odd:name").write_text("def render(ctx):\n    return None\n")
+    assert sketch_location_kind("odd:name") == "file"  # it exists: a file, not a module

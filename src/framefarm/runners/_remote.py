@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from framefarm import config
+from framefarm._locations import sketch_location_kind
 from framefarm.storage import is_url
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ def stage_sketch(env: dict[str, str], storage: Storage) -> None:
     from framefarm.steps.plan import store_sketch_file
 
     location = env.get(config.SKETCH, "")
-    if location and not is_url(location) and Path(location).is_file():
+    if location and sketch_location_kind(location) == "file" and Path(location).is_file():
         env[config.SKETCH] = store_sketch_file(Path(location), storage)
 
 
