@@ -94,3 +94,21 @@ def test_one_rule_says_what_a_sketch_location_names(tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     (tmp_path / "odd:name").write_text("def render(ctx):\n    return None\n")
     assert sketch_location_kind("odd:name") == "file"  # it exists: a file, not a module
+
+
+def test_every_runner_counts_progress_from_the_job_log_the_same_way() -> None:
+    from framefarm.model import JobRecord
+    from framefarm.report import frames_done
+    from framefarm.runners import Progress
+
+    latest = [JobRecord(run_id="r", job="plan", kind="plan", status="SUCCEEDED"),
+              JobRecord(run_id="r", job="render:0", kind="render", index=0, status="SUCCEEDED",
+                        frames=10),
+              JobRecord(run_id="r", job="render:1", kind="render", index=1, status="RUNNING",
+                        frames=4),
+              JobRecord(run_id="r", job="render:2", kind="render", index=2, attempt=2,
+                        status="FAILED", frames=7)]
+    progress = Progress.of("r", latest, total_frames=30, chunks=3, elapsed=1.5)
+    assert progress == Progress(run_id="r", total_frames=30, frames_done=21, chunks=3,
+                                chunks_done=1, elapsed=1.5)
+    assert frames_done(latest) == progress.frames_done  # what `framefarm status` shows

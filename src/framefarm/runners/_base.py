@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from framefarm import config
 from framefarm.errors import UserError
 from framefarm.joblog import JobLog, open_joblog
-from framefarm.model import JobOutcome, RunRecord
+from framefarm.model import JobOutcome, JobRecord, RunRecord
 from framefarm.storage import Storage, open_storage
 
 
@@ -27,6 +27,16 @@ class Progress:
     chunks_done: int
     elapsed: float
     """Seconds since the render jobs were started."""
+
+    @classmethod
+    def of(cls, run_id: str, latest: Sequence[JobRecord], *, total_frames: int, chunks: int,
+           elapsed: float) -> Progress:
+        """The progress the job log shows: `latest` holds each job's last attempt (every
+        runner counts it so, and `framefarm status` too: report.frames_done)."""
+        renders = [r for r in latest if r.kind == "render"]
+        return cls(run_id=run_id, total_frames=total_frames,
+                   frames_done=sum(r.frames for r in renders), chunks=chunks,
+                   chunks_done=sum(r.status == "SUCCEEDED" for r in renders), elapsed=elapsed)
 
 
 @dataclass(frozen=True, kw_only=True)

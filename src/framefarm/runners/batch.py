@@ -608,11 +608,8 @@ class BatchRunner(Runner):
             latest = list({r.job: r for r in records}.values())  # each job's last attempt
             status = run_status(latest, cancelled=bool(run and run.cancelled_at))
             if on_progress is not None and chunks:
-                renders = [r for r in latest if r.kind == "render"]
-                on_progress(Progress(run_id=run_id, total_frames=int(plan["total_frames"]),
-                                     frames_done=sum(r.frames for r in renders), chunks=chunks,
-                                     chunks_done=sum(r.status == "SUCCEEDED" for r in renders),
-                                     elapsed=time.monotonic() - began))
+                on_progress(Progress.of(run_id, latest, total_frames=int(plan["total_frames"]),
+                                        chunks=chunks, elapsed=time.monotonic() - began))
             if status == "CANCELLED":
                 return RunResult(run_id=run_id, succeeded=False, cancelled=True)
             if status in ("SUCCEEDED", "FAILED"):

@@ -644,10 +644,8 @@ class _Drive:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
 
     def _progress(self, elapsed: float) -> Progress:
-        latest = [r for r in self.joblog.latest_jobs(self.run_id) if r.kind == "render"]
-        return Progress(run_id=self.run_id, total_frames=self.total,
-                        frames_done=sum(r.frames for r in latest), chunks=self.chunks,
-                        chunks_done=sum(r.status == "SUCCEEDED" for r in latest), elapsed=elapsed)
+        return Progress.of(self.run_id, self.joblog.latest_jobs(self.run_id),
+                           total_frames=self.total, chunks=self.chunks, elapsed=elapsed)
 
 
 def _chunks(total: int, per_job: int) -> list[Chunk]:
