@@ -20,7 +20,7 @@ from bench.harness import Workload
 CONTENDERS: dict[str, Callable[[Workload, Path], None]] = {
     "naive": contenders.naive, "matplotlib": contenders.matplotlib_own, "pool": contenders.pool,
     "limit": contenders.limit, "limit-every-core": contenders.limit_every_core,
-    "floor": contenders.floor_one_process,
+    "floor": contenders.reference,
     "memory-parts": contenders.memory_parts, "reference": contenders.reference, **peers.CONTENDERS,
 }
 

@@ -130,7 +130,9 @@ def x264_stream(container: av.container.OutputContainer, work: Workload, *,
 
 def reference(work: Workload, out: Path) -> None:
     """The size section's reference: one process encodes every frame of the video as one
-    stream, with x264's default threads and framefarm's settings."""
+    stream, with x264's default threads and framefarm's settings. For a 1-frame video it is
+    also the one_frame table's floor: the least any Python tool can do (import NumPy and
+    PyAV, load the sketch, draw, encode) in one fresh process."""
     import av
 
     source = frame_source(work)
@@ -199,21 +201,6 @@ def limit_every_core(work: Workload, out: Path) -> None:
                     rate=Fraction(work.fps))
     print(json.dumps({"limit": busiest, **{k: sum(s[k] for s in splits) for k in splits[0]}}))
 
-
-def floor_one_process(work: Workload, out: Path) -> None:
-    """The least any Python tool can do: import NumPy and PyAV, load the sketch, draw its frames
-    and encode them with framefarm's settings in this one process (for a 1-frame video: the
-    start-up floor that framefarm's 1-frame time is set against)."""
-    import av
-
-    source = frame_source(work)
-    with av.open(str(out), mode="w", format="mp4") as container:
-        stream = x264_stream(container, work, threads=0)
-        for i in range(work.frames):
-            frame = to_bt709_yuv(source.frame(i))
-            frame.pts = i
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
 
 
 def _peak_mb() -> float:
