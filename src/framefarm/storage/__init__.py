@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from framefarm._locations import is_url, split_url
 from framefarm.errors import MissingExtraError, UserError
 from framefarm.storage._base import PROBE_PREFIX, Storage, StorageIOError, check_key
 
@@ -43,16 +44,7 @@ BACKENDS: dict[str, Backend] = {
     # A new backend is one line here plus a module whose class has `from_url(url)`.
 }
 
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _SCHEME_WITHOUT_SLASHES = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):(?!//)")
-
-
-def split_url(url: str) -> tuple[str, str]:
-    """(scheme in lower case, the rest after '://'); the scheme is '' when there is none."""
-    match = _SCHEME.match(url)
-    if match is None:
-        return "", url
-    return match.group(1).lower(), url[match.end():]
 
 
 def load_backend(backends: dict[str, Backend], scheme: str, *, url: str, what: str) -> Any:
@@ -73,11 +65,6 @@ def load_backend(backends: dict[str, Backend], scheme: str, *, url: str, what: s
             raise
         raise MissingExtraError(f"{what} URL {url!r}", backend.extra) from e
     return getattr(module, backend.cls)
-
-
-def is_url(location: str) -> bool:
-    """True when `location` names something by URL (`s3://…`, `file:///…`), not a local path."""
-    return bool(split_url(location)[0])
 
 
 def reach(backends: dict[str, Backend], url: str, *, default: str) -> str:
