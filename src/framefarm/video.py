@@ -63,6 +63,47 @@ class VideoInfo:
     duration: float
 
 
+def _configure_x264(ctx: av.VideoCodecContext, video: VideoSettings, *, threads: int,
+                    keyint: int) -> None:
+    """Every libx264 encoder framefarm opens: the run's size, quality and colours."""
+    ctx.width = video.width
+    ctx.height = video.height
+    ctx.pix_fmt = "yuv420p"
+    ctx.time_base = 1 / video.rate
+    ctx.framerate = video.rate
+    ctx.color_primaries = _BT709
+    ctx.color_trc = _BT709
+    ctx.colorspace = _BT709
+    ctx.color_range = int(ColorRange.MPEG)
+    ctx.thread_count = threads
+    # PyAV's default is SLICE, which makes x264 cut every frame into slices, one per thread:
+    # 7.7% larger on examples/tracker.py with 2 threads. Frame threads (x264's own default)
+    # cost 0.01%.
+    ctx.thread_type = "FRAME"
+    if keyint:
+        ctx.gop_size = keyint
+    ctx.options = {"crf": str(video.crf), "preset": video.preset}
+    if threads:
+        ctx.options = {**ctx.options, "threads": str(threads)}
+
+
+def key_frame_cost(first: np.ndarray, second: np.ndarray, *, video: VideoSettings) -> tuple[int, int]:
+    """Encode two consecutive frames at the run's settings, one thread, in memory: the bytes of
+    the first (a key frame) and of the second (predicted from it)."""
+    ctx = av.CodecContext.create("libx264", "w")
+    assert isinstance(ctx, av.VideoCodecContext)
+    _configure_x264(ctx, video, threads=1, keyint=0)
+    sizes: list[int] = []
+    for pts, pixels in enumerate((first, second)):
+        frame = to_yuv(pixels, threads=1)
+        frame.pts = pts
+        sizes += [packet.size for packet in ctx.encode(frame)]
+    sizes += [packet.size for packet in ctx.encode(None)]
+    if len(sizes) != 2:
+        raise RuntimeError(f"x264 made {len(sizes)} packets of 2 frames")
+    return sizes[0], sizes[1]
+
+
 class SegmentWriter:
     """Encode frames one at a time into an H.264 MP4 segment whose first frame is a key frame.
 
@@ -79,26 +120,8 @@ class SegmentWriter:
         options = {"movflags": "+faststart"} if faststart else {}
         self._container = av.open(str(self.path), mode="w", format="mp4", options=options)
         stream = self._container.add_stream("libx264", rate=video.rate)
-        stream.width = video.width
-        stream.height = video.height
-        stream.pix_fmt = "yuv420p"
         stream.time_base = 1 / video.rate
-        ctx = stream.codec_context
-        ctx.time_base = 1 / video.rate
-        ctx.color_primaries = _BT709
-        ctx.color_trc = _BT709
-        ctx.colorspace = _BT709
-        ctx.color_range = int(ColorRange.MPEG)
-        ctx.thread_count = threads
-        # PyAV's default is SLICE, which makes x264 cut every frame into slices, one per thread:
-        # 7.7% larger on examples/tracker.py with 2 threads. Frame threads (x264's own default)
-        # cost 0.01%.
-        ctx.thread_type = "FRAME"
-        if keyint:
-            ctx.gop_size = keyint
-        ctx.options = {"crf": str(video.crf), "preset": video.preset}
-        if threads:
-            ctx.options = {**ctx.options, "threads": str(threads)}
+        _configure_x264(stream.codec_context, video, threads=threads, keyint=keyint)
         self._stream = stream
         self._frame_time_base = 1 / video.rate
         self._threads = threads

@@ -109,3 +109,31 @@ def test_a_one_frame_video_from_the_command_ends_with_everything_written(workdir
     names = [json.loads(line)["name"] for line in trace.read_text().splitlines()]
     assert {"run", "plan", "render", "frame", "encode"} <= set(names)
     assert os.listdir(scratch) == [], "the driver or its workers left temporary files behind"
+
+
+@pytest.mark.parametrize("name, chunks", [("circles", 2), ("tracker", 1)])
+def test_auto_chunks_split_moving_pictures_and_keep_a_near_static_one_whole(
+        workdir: Path, name: str, chunks: int) -> None:
+    """The plan encodes two probe frames to see what a key frame costs: on circles about 2
+    predicted frames, so each of 2 workers gets a segment; on tracker (one dot on a still grid)
+    ~20, so it stays one segment, drawn by both. Either way the video is the sketch's, in order."""
+    out = workdir / f"{name}.mp4"
+    env = {
+        config.SKETCH: str(EXAMPLES / f"{name}.py"), config.STORAGE: (workdir / "d").as_uri(),
+        config.JOBLOG: f"sqlite:///{workdir}/log.db", config.OUTPUT: str(out),
+        config.TOTAL_FRAMES: "120", config.WIDTH: "640", config.HEIGHT: "360",
+        config.RUN_ID: name,
+    }
+    assert open_runner("local", workers=2).run(RunRequest(env=env)).succeeded
+    renders = [j for j in open_joblog(env[config.JOBLOG]).jobs(name) if j.kind == "render"]
+    assert [(j.job, j.frames) for j in renders] == [
+        (f"render:{i}", 120 // chunks) for i in range(chunks)]
+    source = FrameSource(load_sketch(str(EXAMPLES / f"{name}.py")), width=640, height=360,
+                         fps=Fraction(30), total_frames=120)
+    frames = read_frames(out)
+    assert len(frames) == 120
+    for i in (0, 59, 60, 119):  # either side of the cut, were there one
+        own = psnr(frames[i], source.frame(i)[:, :, :3])
+        assert own >= 30, (i, own)
+        if name == "circles":
+            assert own > psnr(frames[i], source.frame(i + 1 if i < 119 else i - 1)[:, :, :3])

@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 
 from framefarm.errors import UserError
 from framefarm.model import Plan, VideoSettings
-from framefarm.steps._sizing import auto_frames_per_job, estimate_frame_seconds, needs_probe
+from framefarm.steps._sizing import (
+    KeyCost,
+    auto_frames_per_job,
+    estimate_frame_seconds,
+    needs_key_probe,
+    needs_probe,
+)
 from framefarm.steps.plan import make_plan
 
 VIDEO = VideoSettings(width=64, height=48, fps="30")
@@ -93,6 +99,49 @@ def test_probe_frame_only_when_it_can_change_the_plan(total: int, size: tuple[in
     if not needed:  # then the frames' time cannot matter: any time gives the same plan
         plans = {auto_frames_per_job(total_frames=total, frame_seconds=t, parallelism=parallelism,
                                      start_cost=start) for t in (None, 0.028, 1.0, 100.0)}
+        assert len(plans) == 1
+
+
+# Key and predicted frame bytes as the probe measures them at 1280x720, crf 18, preset fast.
+MOVING = KeyCost(key_bytes=24_804, frame_bytes=7_543)      # examples/plasma.py
+NEAR_STATIC = KeyCost(key_bytes=8_508, frame_bytes=224)    # examples/tracker.py
+
+
+@pytest.mark.parametrize("total, parallelism, cost, expected_chunks", [
+    (240, 2, MOVING, 2),           # a key frame costs ~2 predicted ones: a segment per worker
+    (240, 16, MOVING, 3),          # but not 16: their key frames would add ~15% to the file
+    (240, 2, NEAR_STATIC, 1),      # a key frame costs ~40 predicted ones: one segment
+    (100, 2, MOVING, 1),           # segments of 50 frames are too short to restart x264 for
+    (2400, 2, MOVING, 8),          # long enough that rule 1's free segments decide
+    (240, 2, None, 1),             # no probe: only the free segments
+    (240, 0, MOVING, 1),           # parallelism unknown (AWS Batch): only the free segments
+])
+def test_segments_shorter_than_keyint_only_when_key_frames_are_cheap(
+        total: int, parallelism: int, cost: KeyCost | None, expected_chunks: int) -> None:
+    per_job = auto_frames_per_job(total_frames=total, frame_seconds=None, parallelism=parallelism,
+                                  start_cost=0.005, key_cost=cost)
+    assert math.ceil(total / per_job) == expected_chunks
+    if cost is not None:  # what the extra key frames add stays within the budget
+        extra = math.ceil(total / per_job) - max(1, total // 250)
+        assert extra * cost.extra_share(total) <= 0.02
+
+
+@pytest.mark.parametrize("total, parallelism, frame_seconds, start, needed", [
+    (240, 2, None, 0.005, True),
+    (119, 2, None, 0.005, False),       # no two segments of 60 frames fit
+    (240, 1, None, 0.005, False),       # one worker: one segment
+    (2400, 2, None, 0.005, False),      # rule 1's free segments already give every worker one
+    (240, 0, 0.03, 20.0, False),        # AWS Batch: rule 2 wants one chunk anyway
+])
+def test_key_frames_are_probed_only_when_they_can_change_the_plan(
+        total: int, parallelism: int, frame_seconds: float | None, start: float,
+        needed: bool) -> None:
+    assert needs_key_probe(total_frames=total, parallelism=parallelism,
+                           frame_seconds=frame_seconds, start_cost=start) is needed
+    if not needed:
+        plans = {auto_frames_per_job(total_frames=total, frame_seconds=frame_seconds,
+                                     parallelism=parallelism, start_cost=start, key_cost=cost)
+                 for cost in (None, MOVING, NEAR_STATIC, KeyCost(key_bytes=1, frame_bytes=1))}
         assert len(plans) == 1
 
 

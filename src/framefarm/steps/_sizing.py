@@ -3,12 +3,15 @@
 The rule, with t the probe's seconds per frame (sketch + an x264 estimate), N frames, P jobs
 that can run at once and S what starting one job costs the runner:
 
-1. every segment at least KEYINT frames (x264's own key-frame interval, 250): at most
-   floor(N / KEYINT) chunks, and one for a shorter video. A segment starts with a key frame,
-   so this gives the video no more key frames than one long encode of it would have; shorter
-   segments cost size for nothing (key frames are many times a predicted frame's size: on a
-   near-static 720p sketch, 30-frame segments make a file 1.8 times one encode's). A core that
-   has no segment of its own draws frames for one that has (steps/_drawing.py);
+1. segments only as short as the video's size allows. A segment starts with a key frame, and a
+   key frame is many times a predicted frame's size. Segments of KEYINT frames (x264's own
+   key-frame interval, 250) or more are free: one long encode of the same frames has as many
+   key frames, so floor(N / KEYINT) chunks, and one for a shorter video, are always allowed.
+   More (up to one per job that can run at once, each at least MIN_SEGMENT_FRAMES long) only
+   when the key-frame probe says their extra key frames add at most SIZE_BUDGET of the
+   video's bytes: on moving pictures (plasma) a key frame costs a few predicted frames, on a
+   near-static picture (a plot, a tracker dot) a hundred. A core that has no segment of its
+   own draws frames for one that has (steps/_drawing.py);
 2. a chunk must run at least max(MIN_CHUNK_SECONDS, START_COST_FACTOR * S), so starting jobs
    costs at most about a tenth of the work: at most floor(N * t / that) chunks;
 3. with P known, at most CHUNKS_PER_WORKER * P chunks, and above P a multiple of P, so the
@@ -16,14 +19,18 @@ that can run at once and S what starting one job costs the runner:
 4. never more chunks than MAX_CHUNKS (AWS Batch's array limit);
 5. frames per job = ceil(N / chunks).
 
-On one machine rule 1 decides: a 240-frame video is one segment, drawn by every worker. On
-AWS Batch (S ≈ 20 s) rule 2 makes chunks of 3-5 minutes. The probe frame that measures t is
-only rendered when rule 2 could decide (`needs_probe`): x264's time alone bounds t from below.
+On one machine rule 1 decides: a 240-frame video of moving pictures is a segment per worker,
+one of a near-static picture one segment, drawn by every worker. On AWS Batch (S ≈ 20 s) rule 2
+makes chunks of 3-5 minutes. The probe frame that measures t is only rendered when rule 2
+could decide (`needs_probe`): x264's time alone bounds t from below. The key-frame probe (two
+frames encoded, `KeyCost`) only runs when more segments than rule 1's free ones could be
+allowed (`needs_key_probe`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from framefarm.video import KEYINT
 
@@ -31,6 +38,30 @@ MIN_CHUNK_SECONDS = 0.25
 START_COST_FACTOR = 10.0
 CHUNKS_PER_WORKER = 4
 MAX_CHUNKS = 10_000
+MIN_SEGMENT_FRAMES = 60
+"""The shortest segment rule 1 makes beyond its free ones: x264 restarts its look-ahead and rate
+control with every segment, which a key-frame probe does not see."""
+SIZE_BUDGET = 0.02
+"""The share of the video's bytes extra key frames may add: the estimate errs high (measured
++0.4% on plasma where it predicts +0.9%), and this keeps framefarm's video within 5% of one
+long encode's bytes."""
+
+
+@dataclass(frozen=True)
+class KeyCost:
+    """What the key-frame probe measured: two consecutive frames encoded at the run's settings."""
+
+    key_bytes: int
+    """The first, a key frame."""
+    frame_bytes: int
+    """The second, predicted from it."""
+
+    def extra_share(self, total_frames: int) -> float:
+        """About what one extra segment adds to the video's bytes: its key frame in place of a
+        predicted frame, over a video of one key frame and predicted frames."""
+        extra = max(self.key_bytes - self.frame_bytes, 0)
+        video = self.key_bytes + (total_frames - 1) * max(self.frame_bytes, 1)
+        return extra / max(video, 1)
 
 # libx264 CPU seconds per megapixel of frame on one core, by preset (measured on a 2-core
 # x86-64 machine at crf 18 on examples/plasma.py), plus the RGB -> YUV conversion.
@@ -48,9 +79,28 @@ def estimate_frame_seconds(render_seconds: float, *, width: int, height: int, pr
     return max(render_seconds, 0.0) + encode * megapixels
 
 
-def _chunk_caps(total_frames: int, parallelism: int) -> int:
+_FREE_KEYS = KeyCost(key_bytes=0, frame_bytes=0)
+"""Key frames that cost nothing: the most segments rule 1 could ever allow."""
+
+
+def _free_segments(total_frames: int) -> int:
+    """Segments no shorter than KEYINT: as many key frames as one long encode has."""
+    return max(1, total_frames // KEYINT)
+
+
+def _segment_cap(total_frames: int, parallelism: int, key_cost: KeyCost | None) -> int:
+    """The most segments rule 1 allows."""
+    free = _free_segments(total_frames)
+    if key_cost is None or parallelism <= free:
+        return free
+    share = key_cost.extra_share(total_frames)
+    extra = math.floor(SIZE_BUDGET / share) if share > 0 else parallelism
+    return max(free, min(free + extra, parallelism, total_frames // MIN_SEGMENT_FRAMES))
+
+
+def _chunk_caps(total_frames: int, parallelism: int, key_cost: KeyCost | None = None) -> int:
     """The most chunks rules 1, 3 and 4 allow, before the frames' time is known."""
-    chunks = max(1, total_frames // KEYINT)
+    chunks = _segment_cap(total_frames, parallelism, key_cost)
     if parallelism > 0:
         chunks = min(chunks, CHUNKS_PER_WORKER * parallelism)
     return min(chunks, MAX_CHUNKS)
@@ -65,14 +115,25 @@ def needs_probe(*, total_frames: int, width: int, height: int, preset: str, para
     """Whether rule 2 could cut the chunk count, so the frames' time must be measured."""
     fastest = estimate_frame_seconds(0.0, width=width, height=height, preset=preset)
     by_time = math.floor(total_frames * fastest / _min_chunk_seconds(start_cost))
-    return by_time < _chunk_caps(total_frames, parallelism)
+    return by_time < _chunk_caps(total_frames, parallelism, _FREE_KEYS)
+
+
+def needs_key_probe(*, total_frames: int, parallelism: int, frame_seconds: float | None,
+                    start_cost: float) -> bool:
+    """Whether rule 1 could allow more segments than its free ones, were key frames cheap."""
+    free = _free_segments(total_frames)
+    most = min(parallelism, total_frames // MIN_SEGMENT_FRAMES, MAX_CHUNKS)
+    if frame_seconds is not None:
+        most = min(most, math.floor(total_frames * frame_seconds / _min_chunk_seconds(start_cost)))
+    return most > free
 
 
 def auto_frames_per_job(*, total_frames: int, frame_seconds: float | None, parallelism: int,
-                        start_cost: float) -> int:
+                        start_cost: float, key_cost: KeyCost | None = None) -> int:
     """Frames per render job by the rule in this module's docstring; `frame_seconds` None when
-    `needs_probe` said rule 2 cannot decide."""
-    chunks = _chunk_caps(total_frames, parallelism)
+    `needs_probe` said rule 2 cannot decide, `key_cost` None when `needs_key_probe` said more
+    segments cannot be allowed (or none was measured)."""
+    chunks = _chunk_caps(total_frames, parallelism, key_cost)
     if frame_seconds is not None:
         by_time = math.floor(total_frames * frame_seconds / _min_chunk_seconds(start_cost))
         chunks = min(chunks, max(1, by_time))

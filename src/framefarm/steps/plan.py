@@ -9,15 +9,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 from framefarm import config, limits
 from framefarm.errors import UserError
 from framefarm.integrity import plan_hash
 from framefarm.model import Plan, VideoSettings, parse_fps
 from framefarm.sketch import FrameSource, Sketch, load_sketch
 from framefarm.steps._keys import plan_key, sketch_key
-from framefarm.steps._sizing import auto_frames_per_job, estimate_frame_seconds, needs_probe
+from framefarm.steps._sizing import (
+    KeyCost,
+    auto_frames_per_job,
+    estimate_frame_seconds,
+    needs_key_probe,
+    needs_probe,
+)
 from framefarm.steps._sources import fetch_to_local
 from framefarm.storage import Storage
+from framefarm.video import key_frame_cost
 
 _PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
             "veryslow", "placebo")
@@ -138,23 +147,35 @@ def run_plan(request: PlanRequest, *, storage: Storage) -> Plan:
 
 
 def _auto_per_job(request: PlanRequest, sketch: Sketch, video: VideoSettings, total: int) -> int:
-    """Size chunks by the rule in steps/_sizing.py; when the frames' time matters, render one
-    probe frame (the middle one, after setup) to measure it."""
+    """Size chunks by the rule in steps/_sizing.py. When the frames' time matters, render one
+    probe frame (the middle one, after setup) to measure it; when segments shorter than x264's
+    key-frame interval could be allowed, encode it and the next to see what a key frame costs."""
     if total == 1:
         return 1
-    if not needs_probe(total_frames=total, width=video.width, height=video.height,
-                       preset=video.preset, parallelism=request.parallelism,
-                       start_cost=request.start_cost):
-        return auto_frames_per_job(total_frames=total, frame_seconds=None,
-                                   parallelism=request.parallelism, start_cost=request.start_cost)
-    source = FrameSource(sketch, width=video.width, height=video.height, fps=video.rate,
-                         total_frames=total)
-    began = time.perf_counter()
-    source.frame(total // 2)
-    frame_seconds = estimate_frame_seconds(time.perf_counter() - began, width=video.width,
-                                           height=video.height, preset=video.preset)
+    parallelism, start_cost = request.parallelism, request.start_cost
+    frame_seconds: float | None = None
+    source: FrameSource | None = None
+    probe: np.ndarray | None = None
+    if needs_probe(total_frames=total, width=video.width, height=video.height,
+                   preset=video.preset, parallelism=parallelism, start_cost=start_cost):
+        source = FrameSource(sketch, width=video.width, height=video.height, fps=video.rate,
+                             total_frames=total)
+        began = time.perf_counter()
+        image = source.frame(total // 2)
+        frame_seconds = estimate_frame_seconds(time.perf_counter() - began, width=video.width,
+                                               height=video.height, preset=video.preset)
+        probe = np.array(image)
+    key_cost: KeyCost | None = None
+    if needs_key_probe(total_frames=total, parallelism=parallelism, frame_seconds=frame_seconds,
+                       start_cost=start_cost):
+        if source is None:
+            source = FrameSource(sketch, width=video.width, height=video.height, fps=video.rate,
+                                 total_frames=total)
+        if probe is None:
+            probe = np.array(source.frame(total // 2))
+        key_cost = KeyCost(*key_frame_cost(probe, source.frame(total // 2 + 1), video=video))
     return auto_frames_per_job(total_frames=total, frame_seconds=frame_seconds,
-                               parallelism=request.parallelism, start_cost=request.start_cost)
+                               parallelism=parallelism, start_cost=start_cost, key_cost=key_cost)
 
 
 def read_plan(run_id: str, storage: Storage) -> Plan:
