@@ -182,9 +182,12 @@ def limit_every_core(work: Workload, out: Path) -> None:
     each on its own contiguous share of the frames (no key frames saved, no joining). Printed:
     the busiest process's CPU seconds, the time this machine needs for the frames when its
     cores run side by side (they share caches, memory bandwidth and, on a VM, perhaps a
-    physical core), against the limit's ideal of one core's speed times the cores."""
+    physical core), against the limit's ideal of one core's speed times the cores; and `start`,
+    the seconds from this process's start until the sketch is set up, which no run avoids."""
     import multiprocessing
 
+    frame_source(work)  # the serial start every run pays before its first frame
+    started = _since_start()
     cores = os.cpu_count() or 1
     cuts = [work.frames * k // cores for k in range(cores + 1)]
     shares = [(work, str(out.with_name(f"share{k}.mp4")), cuts[k], cuts[k + 1])
@@ -199,7 +202,18 @@ def limit_every_core(work: Workload, out: Path) -> None:
 
     concat_segments([(Path(share[1]), share[2]) for share in shares], out,
                     rate=Fraction(work.fps))
-    print(json.dumps({"limit": busiest, **{k: sum(s[k] for s in splits) for k in splits[0]}}))
+    print(json.dumps({"limit": busiest, "start": started,
+                      **{k: sum(s[k] for s in splits) for k in splits[0]}}))
+
+
+def _since_start() -> float:
+    """Seconds since this process started (the kernel's start time, in clock ticks): Python's
+    start, its imports (NumPy, PyAV, framefarm, the sketch's own) and the sketch's setup."""
+    with open("/proc/self/stat") as stat:
+        ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as uptime:
+        now = float(uptime.read().split()[0])
+    return now - ticks / os.sysconf("SC_CLK_TCK")
 
 
 
