@@ -49,6 +49,8 @@ class Workload:
     """framefarm's --per-job (0: auto)."""
     workers: int = 0
     """framefarm's --workers (0: its default, one per core)."""
+    size_budget: float = 0.0
+    """framefarm's --size-budget in percent (0: its default, none)."""
 
     def to_json(self) -> str:
         """The workload as a contender subprocess gets it (its contender list left out)."""
@@ -171,6 +173,8 @@ def framefarm_command(work: Workload, out: Path) -> list[str]:
         command += ["--per-job", str(work.per_job)]
     if work.workers:
         command += ["--workers", str(work.workers)]
+    if work.size_budget:
+        command += ["--size-budget", f"{work.size_budget:g}"]
     return command
 
 

@@ -51,6 +51,7 @@ from bench.planning import Planning, measure_planning, planning_markdown, planni
 from bench.size import (  # noqa: E402
     QUICK_SIZE_WORKERS,
     SIZE_WORKERS,
+    SPLIT_BUDGET,
     SizeResult,
     size_markdown,
     size_runs,
@@ -83,16 +84,19 @@ __all__ = [  # what tests/unit/test_bench.py and other callers import from here
     "tracing_ratios", "x264_version",
 ]
 
-LIMITED = ("naive", "pool", "framefarm", "limit")
+SPLIT = "framefarm-split"
+"""framefarm with --size-budget SPLIT_BUDGET: a segment per worker where key frames are cheap."""
+LIMITED = ("naive", "pool", "framefarm", SPLIT, "limit")
 WORKLOADS = (
     Workload("plasma", "plasma.py", 240, contenders=(*LIMITED, "limit-every-core")),
     Workload("circles", "circles.py", 240, contenders=(*LIMITED, "limit-every-core")),
     Workload("wave_plot", "wave_plot.py", 120,
-             contenders=("naive", "matplotlib", "pool", "framefarm", "limit", "limit-every-core")),
+             contenders=("naive", "matplotlib", "pool", "framefarm", SPLIT, "limit",
+                         "limit-every-core")),
     Workload("one_frame", "plasma.py", 1, contenders=("naive", "pool", "framefarm", "floor")),
     # naive is left out at 4K: Pillow's PNGs alone take ~1.5 s a frame there.
     Workload("plasma_4k", "plasma.py", 60, 3840, 2160,
-             contenders=("pool", "framefarm", "limit", "limit-every-core")),
+             contenders=("pool", "framefarm", SPLIT, "limit", "limit-every-core")),
 )
 QUICK_SIZES = {"plasma_4k": (1280, 720, 12)}
 """--quick runs every workload at 640x360 and at most 24 frames, except these (width, height,
@@ -196,6 +200,9 @@ def targets(report: Report) -> list[tuple[str, str, bool]]:
                 f"{start:.2f} s start before a first frame, the best this machine allows: "
                 f"{best_here(every, start) / limit:.2f}x; framefarm "
                 f"{ff / best_here(every, start):.2f}x that)" if every else "")
+            split = wall(w, SPLIT)
+            if split:
+                seen += f"; with --size-budget {SPLIT_BUDGET:g}: {split / limit:.2f}x"
             rows.append((f"wall ≤ {budget}x the limit on {w}", seen, ff / limit <= budget))
     one, floor = wall("one_frame", FRAMEFARM), wall("one_frame", "floor")
     if one:
@@ -289,7 +296,9 @@ def workload_markdown(report: Report, name: str, measures: list[Measure]) -> lis
 
 _LABELS = {"limit": "the limit (CPU s ÷ cores)",
            "limit-every-core": "the limit's loop on every core at once (busiest core's CPU s)",
-           "floor": "floor (one process: import, draw, encode)"}
+           "floor": "floor (one process: import, draw, encode)",
+           SPLIT: f"framefarm --size-budget {SPLIT_BUDGET:g} (a segment per worker where key "
+                  "frames are cheap)"}
 
 
 def markdown(report: Report, *, quick: bool) -> str:
@@ -353,7 +362,8 @@ def run_workloads(report: Report, tmp: Path, *, only: Sequence[str], quick: bool
             report.sizes[work.name] = f"{work.width}x{work.height}"
         measures = []
         for name in work.contenders:
-            m = run_contender(name, work, tmp)
+            m = run_contender(name, replace(work, size_budget=SPLIT_BUDGET) if name == SPLIT
+                              else work, tmp)
             if name == "limit":
                 found = json.loads(m.note)
                 report.x264 = found.pop("x264")

@@ -23,6 +23,8 @@ SIZE_SKETCHES = ("plasma.py", "circles.py", "wave_plot.py", "tracker.py")
 SIZE_WORKERS, QUICK_SIZE_WORKERS = (2, 16, 64), (2,)
 SHORT_CHUNK = 8
 """Frames per job of the forced-short-chunks run (what many segments cost)."""
+SPLIT_BUDGET = 2.0
+"""--size-budget of the runs that trade bytes for speed (information, not a target)."""
 LONG_PLASMA = 2400
 """The full run also measures plasma at this many frames (longer chunks under auto sizing)."""
 BYTES_BUDGET = 1.05
@@ -38,6 +40,8 @@ class SizeRun:
     workers: int = 0
     per_job: int = 0
     """Forced frames per job (0: framefarm's auto chunking)."""
+    size_budget: float = 0.0
+    """framefarm's --size-budget (0: none, its default)."""
     chunks: int = 1
     frames_per_chunk: int = 0
     psnr: float = 0.0
@@ -93,17 +97,20 @@ def size_runs(work: Workload, tmp: Path, *, workers: tuple[int, ...],
     ref = run_contender(REFERENCE, work, tmp)
     result.runs.append(SizeRun("reference: one process, one stream (PyAV, x264 frame threads)",
                                ref, frames_per_chunk=work.frames))
-    settings = [(w, 0) for w in workers] + ([(workers[0], SHORT_CHUNK)] if short else [])
-    for w, per_job in settings:
-        variant = replace(work, workers=w, per_job=per_job)
-        tag = f"-w{w}" + (f"-k{per_job}" if per_job else "")
+    settings = [(w, 0, 0.0) for w in workers]
+    if short:  # and the two that are not targets: bytes traded for speed, short chunks forced
+        settings += [(w, 0, SPLIT_BUDGET) for w in workers[:2]] + [(workers[0], SHORT_CHUNK, 0.0)]
+    for w, per_job, budget in settings:
+        variant = replace(work, workers=w, per_job=per_job, size_budget=budget)
+        tag = f"-w{w}" + (f"-k{per_job}" if per_job else "") + (f"-b{budget:g}" if budget else "")
         m = run_contender(FRAMEFARM, variant, tmp, tag=tag)
         folder = Path(m.video).parent
         chunks, per_chunk = planned_chunks(folder)
         shutil.rmtree(folder / "framefarm-data")
         label = f"framefarm --workers {w}" + (
-            f" --per-job {per_job} (short chunks forced)" if per_job else " (auto chunks)")
-        result.runs.append(SizeRun(label, m, w, per_job, chunks, per_chunk))
+            f" --per-job {per_job} (short chunks forced)" if per_job else
+            f" --size-budget {budget:g} (speed for bytes)" if budget else " (auto chunks)")
+        result.runs.append(SizeRun(label, m, w, per_job, chunks, per_chunk, budget))
     for run in result.runs:
         print(f"{work.name:<12} {run.label[:40]:<40} {run.chunks:>4} chunk(s)  "
               f"{run.measure.bytes / 1e6:8.2f} MB  {run.measure.bytes / ref.bytes:6.3f}x  "
@@ -140,15 +147,20 @@ def size_markdown(results: list[SizeResult]) -> list[str]:
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
         for run in result.runs:
             m = run.measure
-            verdict = "" if run is ref or run.per_job else ("PASS" if size_ok(run, ref) else "FAIL")
+            verdict = "" if run is ref or run.per_job or run.size_budget else (
+                "PASS" if size_ok(run, ref) else "FAIL")
             worker = f"{m.worker_peak_mb:.0f}" if m.worker_peak_mb else ""
             lines.append(f"| {run.label} | {run.chunks} x {run.frames_per_chunk} "
                          f"| {m.bytes / 1e6:.3f} | {m.bytes / ref.measure.bytes:.4f} "
                          f"| {db(run.psnr):.2f} | {db(run.psnr) - db(ref.psnr):+.2f} | {m.wall:.2f} "
                          f"| {worker} | {verdict} |")
         lines.append("")
-    workers = sorted({r.workers for res in results for r in res.runs if r.workers and not r.per_job})
-    header = [f"--workers {n}" for n in workers] + [f"--per-job {SHORT_CHUNK}"]
+    workers = sorted({r.workers for res in results for r in res.runs if r.workers and not r.per_job
+                      and not r.size_budget})
+    split = sorted({r.workers for res in results for r in res.runs if r.size_budget})
+    header = [f"--workers {n}" for n in workers] + [
+        f"--workers {n} --size-budget {SPLIT_BUDGET:g}" for n in split] + [
+        f"--per-job {SHORT_CHUNK}"]
     lines += ["## size: bytes vs the reference, every workload", "",
               "| workload | " + " | ".join(header) + " |",
               "| --- |" + " ---: |" * len(header)]
@@ -156,13 +168,18 @@ def size_markdown(results: list[SizeResult]) -> list[str]:
         ref = result.reference
         cells = []
         for n in workers:
-            run = next((r for r in result.runs if r.workers == n and not r.per_job), None)
+            run = next((r for r in result.runs if r.workers == n and not r.per_job
+                        and not r.size_budget), None)
+            cells.append(_cell(run, ref))
+        for n in split:
+            run = next((r for r in result.runs if r.workers == n and r.size_budget), None)
             cells.append(_cell(run, ref))
         short = next((r for r in result.runs if r.per_job), None)
         cells.append(_cell(short, ref))
         lines.append(f"| {result.work.name} ({result.work.frames}) | " + " | ".join(cells) + " |")
     return [*lines, "", "Each cell: framefarm's bytes / the reference's (PSNR difference in dB); "
-            "columns with --workers use framefarm's own chunking, the last forces "
+            "columns with --workers use framefarm's own chunking (with --size-budget: "
+            "trading bytes for speed, not a target), the last forces "
             f"{SHORT_CHUNK} frames per chunk at --workers 2. The reference is one process "
             "encoding the whole video as one stream with the same crf, preset and colours.", ""]
 
@@ -179,7 +196,7 @@ def size_targets(results: list[SizeResult]) -> list[tuple[str, str, bool]]:
     for result in results:
         ref = result.reference
         for run in result.runs[1:]:
-            if run.per_job:
+            if run.per_job or run.size_budget:
                 continue
             rows.append((f"≤ {BYTES_BUDGET}x the reference's bytes and PSNR ≥ on "
                          f"{result.work.name} ({result.work.frames} frames) at --workers "

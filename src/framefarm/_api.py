@@ -14,7 +14,7 @@ def contract_env(*, sketch: str, output: Path, storage: str, joblog: str,
                  frames: int | None = None, per_job: int | None = None,
                  fps: str | float | None = None, size: tuple[int, int] | None = None,
                  crf: int | None = None, preset: str | None = None, run_id: str | None = None,
-                 keep_frames: bool = False) -> dict[str, str]:
+                 keep_frames: bool = False, size_budget: float | None = None) -> dict[str, str]:
     """The job contract's variables for one run; settings left as None are the plan's to choose."""
     env = {config.SKETCH: sketch, config.STORAGE: storage, config.JOBLOG: joblog,
            config.OUTPUT: str(output)}
@@ -23,6 +23,7 @@ def contract_env(*, sketch: str, output: Path, storage: str, joblog: str,
         config.FPS: fps, config.WIDTH: size[0] if size else None,
         config.HEIGHT: size[1] if size else None, config.CRF: crf, config.PRESET: preset,
         config.KEEP_FRAMES: "1" if keep_frames else None,
+        config.SIZE_BUDGET: f"{size_budget:g}" if size_budget else None,
     }
     env.update({name: str(value) for name, value in optional.items() if value is not None})
     return env
@@ -33,9 +34,10 @@ def render(sketch: str, output: str | Path, *, frames: int | None = None,
            size: tuple[int, int] | None = None, workers: int | None = None,
            storage: str | None = None, joblog: str | None = None, crf: int | None = None,
            preset: str | None = None, run_id: str | None = None, keep_frames: bool = False,
-           runner: str = "local") -> RunResult:
+           runner: str = "local", size_budget: float | None = None) -> RunResult:
     """Render `sketch` to the video `output`; raises SketchError/UserError when the run fails,
-    KeyboardInterrupt when it was stopped (Ctrl-C, `framefarm cancel`)."""
+    KeyboardInterrupt when it was stopped (Ctrl-C, `framefarm cancel`). `size_budget`: percent
+    the video may grow by for shorter segments (`--size-budget`)."""
     from framefarm import limits
     from framefarm.storage import open_storage
 
@@ -52,7 +54,7 @@ def render(sketch: str, output: str | Path, *, frames: int | None = None,
         storage=storage,
         joblog=str(config.resolve(joblog, config.JOBLOG, config.default_joblog_url())),
         frames=frames, per_job=per_job, fps=fps, size=size, crf=crf, preset=preset,
-        run_id=run_id, keep_frames=keep_frames)
+        run_id=run_id, keep_frames=keep_frames, size_budget=size_budget)
     result = open_runner(runner, workers=workers).run(RunRequest(env=env))
     if result.cancelled:
         raise KeyboardInterrupt(f"run {result.run_id} was cancelled: framefarm resume "

@@ -83,7 +83,9 @@ def finish_job(storage: Storage, run_id: str, *, trace_id: str, name: str,
                 body = "".join(json.dumps(to_dict(s), separators=(",", ":")) + "\n" for s in mine)
                 storage.put_bytes(f"{tracing.trace_prefix(run_id)}{name}.jsonl", body.encode())
             if merge:
-                tracing.merge_spans(storage, run_id)
+                from framefarm.trace_store import merge_spans
+
+                merge_spans(storage, run_id)
     except Exception as exc:  # the trace is a record of the run, not part of its result
         print(f"framefarm: could not store the trace of run {run_id}: {exc}", file=sys.stderr)
     spans.force_flush()

@@ -102,7 +102,7 @@ def render_command(args: argparse.Namespace) -> int:
     env = contract_env(sketch=sketch, output=output, storage=storage.url,
                        joblog=joblog.url, frames=args.frames, per_job=args.per_job, fps=args.fps,
                        size=args.size, crf=args.crf, preset=args.preset, run_id=args.run_id,
-                       keep_frames=args.keep_frames)
+                       keep_frames=args.keep_frames, size_budget=args.size_budget)
     env.update(frame_timeout_env(args.frame_timeout))
     if args.run_id:
         finished = _existing_run(joblog, args, sketch=sketch)
@@ -139,8 +139,10 @@ def drive(start: Start, *, runner: str, storage: Storage, joblog: JobLog, began:
     finished = result.waited
     if result.attached:
         # Another `framefarm render` started this run (on Temporal): its trace is the run's.
+        from framefarm.trace_store import merge_spans
+
         with tracing.untraced():
-            tracing.merge_spans(storage, result.run_id)
+            merge_spans(storage, result.run_id)
     else:
         _otel.finish_job(storage, result.run_id, trace_id=tracing.span_trace_id(run_span),
                          name=f"run.{run_span.get_span_context().span_id:016x}", merge=finished)

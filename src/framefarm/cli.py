@@ -122,6 +122,17 @@ def seconds(text: str) -> float:
     return value
 
 
+def percentage(text: str) -> float:
+    """argparse type: a percentage, 0 to 100 (a trailing % is allowed)."""
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage (e.g. 2)") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 to 100 (percent)")
+    return value
+
+
 def _add_temporal_flags(group: argparse._ActionsContainer) -> None:
     group.add_argument("--temporal-address", dest="temporal_address", metavar="HOST:PORT",
                        help=f"HOST:PORT of the Temporal server (or {config.TEMPORAL_ADDRESS}; "
@@ -154,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
                                            "(default: the sketch's FRAMES)")
     add("--per-job", type=per_job, dest="per_job", default="auto",
         help="frames per render job, or auto (the default): sized from a probe frame's time")
+    add("--size-budget", type=percentage, dest="size_budget", metavar="PERCENT",
+        help="with auto chunks: how much larger the video may get (estimated from two probe "
+             "frames) so that short videos split into a segment per worker, which is faster; "
+             "0, the default, keeps segments at x264's key-frame interval (e.g. 2: plasma on 2 "
+             "cores 1.2x faster, +0.4%% bytes)")
     add("--fps", help="frames per second, e.g. 30 or 29.97 (default: the sketch's FPS, else 30)")
     add("--size", type=frame_size, help=_SIZE_HELP)
     add("--workers", type=workers, help=f"worker processes, at most {limits.MAX_WORKERS} "
@@ -395,7 +411,7 @@ def _runs(args: argparse.Namespace) -> int:
 def _trace(args: argparse.Namespace) -> int:
     from framefarm.storage import open_storage
     from framefarm.trace_report import build_report, render_text
-    from framefarm.tracing import load_spans
+    from framefarm.trace_store import load_spans
 
     url = str(config.resolve(args.storage, config.STORAGE, config.default_storage_url()))
     spans = load_spans(open_storage(url), args.run_id)

@@ -125,6 +125,16 @@ class JobEnv:
                 raise UserError(f"{name}={text!r} is not a number of seconds: set it to e.g. 20")
             return value
 
+        def percent(name: str) -> float:
+            text = get(name)
+            try:
+                value = float(text) if text else 0.0
+            except ValueError:
+                value = -1.0
+            if not 0 <= value <= 100:
+                raise UserError(f"{name}={text!r} is not a percentage: set it to 0 to 100, e.g. 2")
+            return value
+
         job_type = get(config.JOB_TYPE)
         if job_type not in ("plan", "render", "encode"):
             shown = repr(job_type) if job_type else "not set"
@@ -159,7 +169,9 @@ class JobEnv:
                 preset=get(config.PRESET) or None, output=get(config.OUTPUT),
                 keep_frames=get(config.KEEP_FRAMES).lower() in ("1", "true", "yes"),
                 parallelism=number(config.PARALLELISM) or 0,
-                start_cost=seconds(config.JOB_START_SECONDS))
+                start_cost=seconds(config.JOB_START_SECONDS),
+                max_chunks=number(config.MAX_CHUNKS) or 0,
+                size_budget=percent(config.SIZE_BUDGET))
         return cls(
             job_type=job_type,  # type: ignore[arg-type]
             storage=get(config.STORAGE) or config.default_storage_url(),

@@ -1,5 +1,5 @@
 """What a run's trace says: a waterfall of its jobs, the critical path, the slowest chunk and
-frame, and where the time went. Pure functions from the stored spans (`tracing.load_spans`) to a
+frame, and where the time went. Pure functions from the stored spans (`trace_store.load_spans`) to a
 JSON-safe report, and from the report to text for a terminal.
 
 Only job spans (`plan`, `render`, `encode`) and their descendants are counted; botocore's spans

@@ -22,7 +22,8 @@ Spans of a run, all in one trace::
 
 The context crosses a boundary as the job contract's `TRACEPARENT` (W3C) and `_X_AMZN_TRACE_ID`
 (X-Ray) variables. Each job stores its spans as JSON lines under `runs/{run}/trace/`; the last
-job (and the CLI) merges them into `runs/{run}/trace.jsonl`, one span per line::
+job (and the CLI) merges them into `runs/{run}/trace.jsonl` (framefarm.trace_store), one span per
+line::
 
     {"trace_id": "<32 hex>", "span_id": "<16 hex>", "parent_id": "<16 hex>" | null,
      "name": "render", "kind": "INTERNAL", "start": <unix seconds>, "end": <unix seconds>,
@@ -32,12 +33,9 @@ job (and the CLI) merges them into `runs/{run}/trace.jsonl`, one span per line::
 from __future__ import annotations
 
 import functools
-import json
-import re
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -48,14 +46,10 @@ from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from framefarm import config
-from framefarm.errors import StorageKeyError
-
-if TYPE_CHECKING:  # storage itself is traced: no import cycle at run time
-    from framefarm.storage import Storage
 
 __all__ = [
-    "context_env", "context_from_env", "current_trace_id", "job_span", "load_spans",
-    "merge_spans", "span", "trace_key", "trace_prefix", "traced",
+    "context_env", "context_from_env", "current_trace_id", "job_span", "span", "trace_key",
+    "trace_prefix", "traced",
 ]
 
 TRACER_NAME = "framefarm"
@@ -183,56 +177,3 @@ def trace_key(run_id: str) -> str:
 def trace_prefix(run_id: str) -> str:
     """Where each job stores its own spans until they are merged."""
     return f"runs/{run_id}/trace/"
-
-
-_SPAN_ID = re.compile(rb'"span_id":\s*"([0-9a-f]{16})"')
-
-
-def _lines(storage: Storage, run_id: str) -> tuple[Iterator[bytes], list[str]]:
-    """Each stored span's JSON line, once (a span merged and still in its part is skipped),
-    and the parts read."""
-    parts = storage.list(trace_prefix(run_id))
-
-    def lines() -> Iterator[bytes]:
-        seen: set[bytes] = set()
-        for key in (trace_key(run_id), *parts):
-            try:
-                data = storage.get_bytes(key)
-            except StorageKeyError:  # not merged yet, or merged and removed meanwhile
-                continue
-            for line in data.splitlines():
-                found = _SPAN_ID.search(line)
-                if found is None or found.group(1) in seen:
-                    continue
-                seen.add(found.group(1))
-                yield line
-
-    return lines(), parts
-
-
-def load_spans(storage: Storage, run_id: str) -> list[dict[str, Any]]:
-    """Every stored span of the run (merged and not yet merged), once each, by start time."""
-    lines, _ = _lines(storage, run_id)
-    return sorted((json.loads(line) for line in lines), key=lambda s: (s["start"], s["end"]))
-
-
-def merge_spans(storage: Storage, run_id: str) -> int:
-    """Merge the jobs' stored spans into `trace.jsonl` (then remove the merged parts); returns
-    the number of spans the run has.
-
-    Lines are copied as they are, through a scratch file: a run of a million frames has a
-    million frame spans (~400 MB), which are never parsed here.
-    """
-    lines, parts = _lines(storage, run_id)
-    if not parts:
-        return sum(1 for _ in lines)
-    count = 0
-    with tempfile.NamedTemporaryFile(suffix=".jsonl") as scratch:
-        for line in lines:
-            scratch.write(line + b"\n")
-            count += 1
-        scratch.flush()
-        storage.put_file(trace_key(run_id), scratch.name)
-    for key in parts:
-        storage.delete(key)
-    return count

@@ -55,6 +55,10 @@ RUN_ID_FORM = "use 1 to 128 letters, digits, '.', '_' or '-', starting with a le
     (["render", SKETCH, "-o", "x.mp4", "--frames", str(2**63)], ["--frames", f"got {2**63}"]),
     (["render", SKETCH, "-o", "x.mp4", "--per-job", str(10**10)],
      ["--per-job", "frames per job must be at most 1,000,000,000"]),
+    (["render", SKETCH, "-o", "x.mp4", "--size-budget", "150"],
+     ["--size-budget", "'150' must be 0 to 100 (percent)"]),
+    (["render", SKETCH, "-o", "x.mp4", "--size-budget", "some"],
+     ["--size-budget", "'some' is not a percentage (e.g. 2)"]),
     # sizes libx264 and FFmpeg refuse
     (["render", SKETCH, "-o", "x.mp4", "--size", "40000x64"],
      ["--size", "size 40000x64 is too large for H.264: libx264 encodes at most 16384 pixels a side",

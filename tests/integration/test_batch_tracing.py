@@ -22,7 +22,8 @@ import pytest
 from framefarm.joblog import open_joblog
 from framefarm.runners.batch import job_name
 from framefarm.storage import open_storage
-from framefarm.tracing import load_spans, trace_prefix
+from framefarm.trace_store import load_spans
+from framefarm.tracing import trace_prefix
 from tests.batch_player import BatchPlayer, Played, env_of
 from tests.conftest import EXAMPLES, run_cli
 from tests.otlp import otlp_receiver

@@ -81,6 +81,13 @@ def test_rerunning_a_render_job_records_a_second_attempt(workdir: Path) -> None:
     ({"JOB_TYPE": "plan", "FRAMEFARM_SKETCH": "x.py", "TOTAL_FRAMES": "ten"},
      "TOTAL_FRAMES='ten' is not a whole number"),
     ({"JOB_TYPE": "encode", "FRAMEFARM_RUN_ID": "nope"}, "run 'nope' has no plan"),
+    ({"JOB_TYPE": "plan", "FRAMEFARM_SKETCH": "x.py", "FRAMEFARM_SIZE_BUDGET": "lots"},
+     "FRAMEFARM_SIZE_BUDGET='lots' is not a percentage: set it to 0 to 100, e.g. 2"),
+    # AWS Batch's plan job definition says its array limit; a plan past it stores nothing.
+    ({"JOB_TYPE": "plan", "FRAMEFARM_SKETCH": str(EXAMPLES / "plasma.py"),
+      "TOTAL_FRAMES": "30", "FRAMES_PER_RENDER_JOB": "2", "FRAMEFARM_MAX_CHUNKS": "10"},
+     "15 render jobs is more than the 10 this runner takes in one run: set "
+     "FRAMES_PER_RENDER_JOB (--per-job) to 3 or more"),
 ])
 def test_bad_job_environment_is_one_line_and_exit_2(workdir: Path, env: dict[str, str],
                                                     message: str) -> None:
@@ -88,6 +95,7 @@ def test_bad_job_environment_is_one_line_and_exit_2(workdir: Path, env: dict[str
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+    assert not list((workdir / "framefarm-data").glob("runs/*/plan.json"))
 
 
 def test_a_render_job_without_an_index_renders_a_one_chunk_plan_only(workdir: Path) -> None:

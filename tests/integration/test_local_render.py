@@ -111,18 +111,20 @@ def test_a_one_frame_video_from_the_command_ends_with_everything_written(workdir
     assert os.listdir(scratch) == [], "the driver or its workers left temporary files behind"
 
 
-@pytest.mark.parametrize("name, chunks", [("circles", 2), ("tracker", 1)])
-def test_auto_chunks_split_moving_pictures_and_keep_a_near_static_one_whole(
-        workdir: Path, name: str, chunks: int) -> None:
-    """The plan encodes two probe frames to see what a key frame costs: on circles about 2
-    predicted frames, so each of 2 workers gets a segment; on tracker (one dot on a still grid)
-    ~20, so it stays one segment, drawn by both. Either way the video is the sketch's, in order."""
+@pytest.mark.parametrize("name, budget, chunks", [
+    ("circles", "2", 2), ("tracker", "2", 1), ("circles", "", 1)])
+def test_a_size_budget_splits_moving_pictures_and_keeps_a_near_static_one_whole(
+        workdir: Path, name: str, budget: str, chunks: int) -> None:
+    """Given a size budget, the plan encodes two probe frames to see what a key frame costs: on
+    circles about 2 predicted frames, so each of 2 workers gets a segment; on tracker (one dot on
+    a still grid) ~20, so it stays one segment, drawn by both. Without one (the default) a
+    video shorter than x264's key-frame interval is one segment. The video is the sketch's."""
     out = workdir / f"{name}.mp4"
     env = {
         config.SKETCH: str(EXAMPLES / f"{name}.py"), config.STORAGE: (workdir / "d").as_uri(),
         config.JOBLOG: f"sqlite:///{workdir}/log.db", config.OUTPUT: str(out),
         config.TOTAL_FRAMES: "120", config.WIDTH: "640", config.HEIGHT: "360",
-        config.RUN_ID: name,
+        config.RUN_ID: name, config.SIZE_BUDGET: budget,
     }
     assert open_runner("local", workers=2).run(RunRequest(env=env)).succeeded
     renders = [j for j in open_joblog(env[config.JOBLOG]).jobs(name) if j.kind == "render"]

@@ -36,7 +36,7 @@ from framefarm.runners.temporal.runner import TemporalRunner
 from framefarm.runners.temporal.shared import fan_out_size, render_timeout
 from framefarm.sketch import FrameSource, load_sketch
 from framefarm.storage import open_storage
-from framefarm.tracing import load_spans
+from framefarm.trace_store import load_spans
 from framefarm.video import probe, read_frames
 from tests.conftest import EXAMPLES, framefarm_command, psnr, run_cli
 

@@ -308,6 +308,26 @@ def test_size_passes_within_five_percent_and_at_the_shown_psnr() -> None:
     assert not size_ok(run(1000, 49.47), ref)
 
 
+def test_bytes_traded_for_speed_get_their_own_column_and_no_verdict() -> None:
+    from bench.harness import Workload
+    from bench.size import SizeResult, SizeRun, size_markdown, size_targets
+
+    def run(label: str, size: int, *, workers: int = 2, budget: float = 0.0) -> SizeRun:
+        return SizeRun(label, Measure("framefarm", 1, 1, 1, bytes=size), workers=workers,
+                       psnr=49.0, size_budget=budget)
+    result = SizeResult(Workload("plasma", "plasma.py", 240, contenders=()), [
+        SizeRun("reference", Measure("reference", 1, 1, 1, bytes=1000), psnr=49.0),
+        run("framefarm --workers 2 (auto chunks)", 1000),
+        run("framefarm --workers 2 --size-budget 2 (speed for bytes)", 1100, budget=2.0)])
+    text = "\n".join(size_markdown([result]))
+    assert "| workload | --workers 2 | --workers 2 --size-budget 2 | --per-job 8 |" in text
+    assert "| plasma (240) | 1.0000x (+0.00 dB) | 1.1000x (+0.00 dB) |  |" in text
+    assert "| framefarm --workers 2 --size-budget 2 (speed for bytes) | 1 x 0 | 0.001 | 1.1000 " \
+           "| 49.00 | +0.00 | 1.00 |  |  |" in text  # 10% larger, and no FAIL: not a target
+    assert [t for t, _, _ in size_targets([result])] == [
+        "≤ 1.05x the reference's bytes and PSNR ≥ on plasma (240 frames) at --workers 2"]
+
+
 def test_psnr_is_from_the_summed_squared_error() -> None:
     from bench.quality import psnr
 

@@ -75,7 +75,6 @@ def test_bad_counts_are_user_errors(total: object, per_job: object) -> None:
     (2_000, 0.0001, 2, 0.005, 1),     # 0.2 s of work in all: not worth a second chunk
     (7, 10.0, 8, 0.005, 1),           # a few slow frames: one segment, drawn 8 wide
     (100_000, 0.1, 0, 20.0, 50),      # AWS Batch: chunks of 200 s (3 min 20 s)
-    (10**9, 1.0, 0, 20.0, 10_000),    # and never past the array limit
 ])
 def test_auto_chunk_size(total: int, frame_seconds: float, parallelism: int, start: float,
                          expected_chunks: int) -> None:
@@ -108,7 +107,7 @@ NEAR_STATIC = KeyCost(key_bytes=8_508, frame_bytes=224)    # examples/tracker.py
 
 
 @pytest.mark.parametrize("total, parallelism, cost, expected_chunks", [
-    (240, 2, MOVING, 2),           # a key frame costs ~2 predicted ones: a segment per worker
+    (240, 2, MOVING, 2),           # a key frame costs ~3 predicted ones: a segment per worker
     (240, 16, MOVING, 3),          # but not 16: their key frames would add ~15% to the file
     (240, 2, NEAR_STATIC, 1),      # a key frame costs ~40 predicted ones: one segment
     (100, 2, MOVING, 1),           # segments of 50 frames are too short to restart x264 for
@@ -119,8 +118,12 @@ NEAR_STATIC = KeyCost(key_bytes=8_508, frame_bytes=224)    # examples/tracker.py
 def test_segments_shorter_than_keyint_only_when_key_frames_are_cheap(
         total: int, parallelism: int, cost: KeyCost | None, expected_chunks: int) -> None:
     per_job = auto_frames_per_job(total_frames=total, frame_seconds=None, parallelism=parallelism,
-                                  start_cost=0.005, key_cost=cost)
+                                  start_cost=0.005, key_cost=cost, size_budget=0.02)
     assert math.ceil(total / per_job) == expected_chunks
+    # without a size budget (the default) only the free segments, whatever the probe said
+    alone = auto_frames_per_job(total_frames=total, frame_seconds=None, parallelism=parallelism,
+                                start_cost=0.005, key_cost=cost)
+    assert math.ceil(total / alone) == max(1, min(total // 250, 4 * max(parallelism, 1)))
     if cost is not None:  # what the extra key frames add stays within the budget
         extra = math.ceil(total / per_job) - max(1, total // 250)
         assert extra * cost.extra_share(total) <= 0.02
@@ -133,16 +136,30 @@ def test_segments_shorter_than_keyint_only_when_key_frames_are_cheap(
     (2400, 2, None, 0.005, False),      # rule 1's free segments already give every worker one
     (240, 0, 0.03, 20.0, False),        # AWS Batch: rule 2 wants one chunk anyway
 ])
+@pytest.mark.parametrize("budget", [0.02, 0.0])
 def test_key_frames_are_probed_only_when_they_can_change_the_plan(
         total: int, parallelism: int, frame_seconds: float | None, start: float,
-        needed: bool) -> None:
+        needed: bool, budget: float) -> None:
+    needed = needed and budget > 0  # no size budget (the default): never
     assert needs_key_probe(total_frames=total, parallelism=parallelism,
-                           frame_seconds=frame_seconds, start_cost=start) is needed
+                           frame_seconds=frame_seconds, start_cost=start,
+                           size_budget=budget) is needed
     if not needed:
         plans = {auto_frames_per_job(total_frames=total, frame_seconds=frame_seconds,
-                                     parallelism=parallelism, start_cost=start, key_cost=cost)
+                                     parallelism=parallelism, start_cost=start, key_cost=cost,
+                                     size_budget=budget)
                  for cost in (None, MOVING, NEAR_STATIC, KeyCost(key_bytes=1, frame_bytes=1))}
         assert len(plans) == 1
+
+
+@pytest.mark.parametrize("max_chunks, expected_chunks", [
+    (10_000, 10_000),        # AWS Batch: never past its array limit
+    (0, 4_000_000),          # no limit of its own: rule 1 (segments of 250 frames) alone
+])
+def test_auto_chunks_stay_within_the_runners_limit(max_chunks: int, expected_chunks: int) -> None:
+    per_job = auto_frames_per_job(total_frames=10**9, frame_seconds=1.0, parallelism=0,
+                                  start_cost=20.0, max_chunks=max_chunks)
+    assert math.ceil(10**9 / per_job) == expected_chunks
 
 
 def test_frame_estimate_counts_the_encoder() -> None:

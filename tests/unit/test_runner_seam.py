@@ -53,6 +53,16 @@ def test_only_a_batch_plan_container_gets_the_submission_hook() -> None:
     assert callable(hook)
 
 
+def test_each_runner_tells_the_plan_its_start_cost_and_its_chunk_limit() -> None:
+    batch = runner_class("batch")
+    assert batch.max_chunks == 10_000  # an AWS Batch array job's children
+    assert runner_class("local").max_chunks == 0 and runner_class("temporal").max_chunks == 0
+    local = runner_class("local")(workers=2)
+    assert local.sizing_env() == {"FRAMEFARM_JOB_START_SECONDS": "0.005"}
+    assert batch.sizing_env(batch.__new__(batch)) == {  # type: ignore[arg-type]
+        "FRAMEFARM_JOB_START_SECONDS": "20.0", "FRAMEFARM_MAX_CHUNKS": "10000"}
+
+
 def test_status_asks_only_the_runner_that_recorded_ids_of_its_own() -> None:
     # No ids: nothing to ask (and no AWS call is made).
     assert runner_job_statuses(RunRecord(run_id="r", created_at="t", runner="batch")) == {}

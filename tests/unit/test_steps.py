@@ -55,6 +55,21 @@ def test_plan_render_encode_in_memory(storage: MemoryStorage, write_sketch: Call
     assert storage.get_bytes("runs/m/output.mp4") == out.read_bytes()
 
 
+def test_more_chunks_than_the_runner_takes_is_refused_before_anything_is_stored(
+        storage: MemoryStorage, write_sketch: Callable[..., Path]) -> None:
+    request = PlanRequest(sketch=str(write_sketch(SKETCH)), run_id="big", total_frames=20_001,
+                          frames_per_job=2, max_chunks=10_000)
+    with pytest.raises(UserError) as refused:
+        run_plan(request, storage=storage)
+    assert str(refused.value) == (
+        "10001 render jobs is more than the 10000 this runner takes in one run: set "
+        "FRAMES_PER_RENDER_JOB (--per-job) to 3 or more, or leave it to auto")
+    assert storage.list("") == []  # no plan, no sketch copy
+    plan = run_plan(PlanRequest(sketch=request.sketch, run_id="big", total_frames=20_001,
+                                frames_per_job=3, max_chunks=10_000), storage=storage)
+    assert plan.size == 6_667
+
+
 def test_encode_delivers_to_a_storage_url(storage: MemoryStorage,
                                           write_sketch: Callable[..., Path]) -> None:
     run_plan(PlanRequest(sketch=str(write_sketch(SKETCH)), run_id="u", frames_per_job=9),

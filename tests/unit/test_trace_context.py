@@ -10,7 +10,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.extension.aws.trace import AwsXRayIdGenerator
 from opentelemetry.sdk.trace import TracerProvider
 
-from framefarm import config, tracing
+from framefarm import config, trace_store, tracing
 from framefarm.storage import open_storage
 
 
@@ -65,23 +65,23 @@ def test_jobs_spans_merge_into_trace_jsonl_once_each() -> None:
     storage = open_storage(url)
     _write("runs/r1/trace/plan.1.jsonl", [_span("1" * 16, 2.0, "plan")], url)
     _write("runs/r1/trace/render-0.2.jsonl", [_span("2" * 16, 3.0), _span("3" * 16, 1.0)], url)
-    assert tracing.merge_spans(storage, "r1") == 3
+    assert trace_store.merge_spans(storage, "r1") == 3
     assert storage.list("runs/r1/trace/") == []  # merged parts are removed
     merged = [json.loads(line) for line in storage.get_bytes("runs/r1/trace.jsonl").splitlines()]
     assert sorted(s["span_id"] for s in merged) == ["1" * 16, "2" * 16, "3" * 16]
-    assert [s["span_id"] for s in tracing.load_spans(storage, "r1")] == ["3" * 16, "1" * 16,
+    assert [s["span_id"] for s in trace_store.load_spans(storage, "r1")] == ["3" * 16, "1" * 16,
                                                                           "2" * 16]  # by start
     # A later job (a retried encode, the CLI's run span) adds its part; a span seen twice is kept once.
     _write("runs/r1/trace/run.9.jsonl", [_span("9" * 16, 0.5, "run"), _span("1" * 16, 2.0, "plan")],
            url)
-    assert [s["name"] for s in tracing.load_spans(storage, "r1")] == ["run", "render", "plan",
+    assert [s["name"] for s in trace_store.load_spans(storage, "r1")] == ["run", "render", "plan",
                                                                        "render"]
-    assert tracing.merge_spans(storage, "r1") == 4
+    assert trace_store.merge_spans(storage, "r1") == 4
     assert len(storage.get_bytes("runs/r1/trace.jsonl").splitlines()) == 4
 
 
 def test_a_run_with_no_stored_spans_loads_none() -> None:
-    assert tracing.load_spans(open_storage("memory://empty-trace"), "nope") == []
+    assert trace_store.load_spans(open_storage("memory://empty-trace"), "nope") == []
 
 
 def test_spans_are_exported_in_batches_in_the_ending_thread_and_kept_per_trace() -> None:

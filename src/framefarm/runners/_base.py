@@ -92,6 +92,9 @@ class Runner(ABC):
     name: str
     start_cost_seconds: float = 0.0
     """What starting one job costs this runner; the planner sizes chunks from it."""
+    max_chunks: ClassVar[int] = 0
+    """The most chunks one run can have on this runner (0: no limit of its own); the plan job
+    gets it as FRAMEFARM_MAX_CHUNKS (`sizing_env`), sizes chunks within it and refuses more."""
     backend_reach: ClassVar[str] = "machine"
     """Who must be able to use the run's storage and job log (storage.REACHES): the processes
     of this machine (worker processes), or any machine (containers elsewhere)."""
@@ -114,6 +117,14 @@ class Runner(ABC):
         del urls
         return (f"memory:// storage and job logs live in one process; {cls.name} worker "
                 "processes cannot share them: use file:// and sqlite:/// (the defaults)")
+
+    def sizing_env(self) -> dict[str, str]:
+        """What the plan job needs of this runner to size chunks: the cost of starting a job
+        and, when it has one, its chunk limit."""
+        env = {config.JOB_START_SECONDS: str(self.start_cost_seconds)}
+        if self.max_chunks:
+            env[config.MAX_CHUNKS] = str(self.max_chunks)
+        return env
 
     @abstractmethod
     def run(self, request: RunRequest, *, on_progress: ProgressCallback | None = None) -> RunResult:

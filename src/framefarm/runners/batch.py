@@ -430,6 +430,7 @@ class BatchRunner(Runner):
 
     name = "batch"
     start_cost_seconds = 20.0
+    max_chunks = MAX_ARRAY_SIZE
     backend_reach = "anywhere"
 
     @classmethod
@@ -486,7 +487,7 @@ class BatchRunner(Runner):
         env = dict(request.env)
         require_cloud_backends(env[config.STORAGE], env[config.JOBLOG])
         targets = self._targets(env)
-        env.update({**targets.to_environ(), config.JOB_START_SECONDS: str(self.start_cost_seconds)})
+        env.update({**targets.to_environ(), **self.sizing_env()})
         env.pop(config.PLAN_JOB_DEFINITION, None)  # the plan job needs no job definition of its own
         local_output = take_local_output(env)
         storage = open_storage(env[config.STORAGE])

@@ -326,8 +326,7 @@ class LocalRunner(Runner):
 
     def _env(self, given: Mapping[str, str]) -> dict[str, str]:
         # Each chunk is given its share of the workers as CPUs when it is sent (_Drive).
-        return {config.PARALLELISM: str(self.workers),
-                config.JOB_START_SECONDS: str(self.start_cost_seconds), **given}
+        return {config.PARALLELISM: str(self.workers), **self.sizing_env(), **given}
 
     @contextlib.contextmanager
     def _lease(self, joblog: JobLog, run_id: str) -> Iterator[Lease]:

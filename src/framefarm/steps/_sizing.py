@@ -8,23 +8,26 @@ that can run at once and S what starting one job costs the runner:
    key-frame interval, 250) or more are free: one long encode of the same frames has as many
    key frames, so floor(N / KEYINT) chunks, and one for a shorter video, are always allowed.
    More (up to one per job that can run at once, each at least MIN_SEGMENT_FRAMES long) only
-   when the key-frame probe says their extra key frames add at most SIZE_BUDGET of the
-   video's bytes: on moving pictures (plasma) a key frame costs a few predicted frames, on a
-   near-static picture (a plot, a tracker dot) a hundred. A core that has no segment of its
-   own draws frames for one that has (steps/_drawing.py);
+   when the user gives a size budget (FRAMEFARM_SIZE_BUDGET, `--size-budget`) and the
+   key-frame probe says their extra key frames add at most that share of the video's bytes:
+   on moving pictures (plasma) a key frame costs a few predicted frames, on a near-static
+   picture (a plot, a tracker dot) dozens. A core that has no segment of its own draws frames
+   for one that has (steps/_drawing.py);
 2. a chunk must run at least max(MIN_CHUNK_SECONDS, START_COST_FACTOR * S), so starting jobs
    costs at most about a tenth of the work: at most floor(N * t / that) chunks;
 3. with P known, at most CHUNKS_PER_WORKER * P chunks, and above P a multiple of P, so the
    last round of chunks keeps every worker busy;
-4. never more chunks than MAX_CHUNKS (AWS Batch's array limit);
+4. never more chunks than the runner takes in one run (FRAMEFARM_MAX_CHUNKS, which the runner
+   sets: AWS Batch's array limit, 10,000; none on one machine or on Temporal);
 5. frames per job = ceil(N / chunks).
 
-On one machine rule 1 decides: a 240-frame video of moving pictures is a segment per worker,
-one of a near-static picture one segment, drawn by every worker. On AWS Batch (S ≈ 20 s) rule 2
-makes chunks of 3-5 minutes. The probe frame that measures t is only rendered when rule 2
-could decide (`needs_probe`): x264's time alone bounds t from below. The key-frame probe (two
-frames encoded, `KeyCost`) only runs when more segments than rule 1's free ones could be
-allowed (`needs_key_probe`).
+On one machine rule 1 decides: a 240-frame video is one segment, drawn by every worker; with a
+size budget of 2% a moving one (plasma) is a segment per worker, a near-static one still one.
+On AWS Batch (S ≈ 20 s) rule 2 makes chunks of 3-5 minutes. The probe frame that measures t
+is only rendered when rule 2 could decide (`needs_probe`): x264's time alone bounds t from
+below. The key-frame probe (two frames encoded, `KeyCost`) only runs when there is a size
+budget and more segments than rule 1's free ones could be allowed (`needs_key_probe`). The
+estimate errs high (plasma: +0.9% predicted per extra segment, +0.35% measured).
 """
 
 from __future__ import annotations
@@ -37,14 +40,9 @@ from framefarm.video import KEYINT
 MIN_CHUNK_SECONDS = 0.25
 START_COST_FACTOR = 10.0
 CHUNKS_PER_WORKER = 4
-MAX_CHUNKS = 10_000
 MIN_SEGMENT_FRAMES = 60
 """The shortest segment rule 1 makes beyond its free ones: x264 restarts its look-ahead and rate
 control with every segment, which a key-frame probe does not see."""
-SIZE_BUDGET = 0.02
-"""The share of the video's bytes extra key frames may add: the estimate errs high (measured
-+0.4% on plasma where it predicts +0.9%), and this keeps framefarm's video within 5% of one
-long encode's bytes."""
 
 
 @dataclass(frozen=True)
@@ -88,22 +86,24 @@ def _free_segments(total_frames: int) -> int:
     return max(1, total_frames // KEYINT)
 
 
-def _segment_cap(total_frames: int, parallelism: int, key_cost: KeyCost | None) -> int:
+def _segment_cap(total_frames: int, parallelism: int, key_cost: KeyCost | None,
+                 size_budget: float) -> int:
     """The most segments rule 1 allows."""
     free = _free_segments(total_frames)
-    if key_cost is None or parallelism <= free:
+    if key_cost is None or parallelism <= free or size_budget <= 0:
         return free
     share = key_cost.extra_share(total_frames)
-    extra = math.floor(SIZE_BUDGET / share) if share > 0 else parallelism
+    extra = math.floor(size_budget / share) if share > 0 else parallelism
     return max(free, min(free + extra, parallelism, total_frames // MIN_SEGMENT_FRAMES))
 
 
-def _chunk_caps(total_frames: int, parallelism: int, key_cost: KeyCost | None = None) -> int:
+def _chunk_caps(total_frames: int, parallelism: int, key_cost: KeyCost | None,
+                max_chunks: int, size_budget: float = 0.0) -> int:
     """The most chunks rules 1, 3 and 4 allow, before the frames' time is known."""
-    chunks = _segment_cap(total_frames, parallelism, key_cost)
+    chunks = _segment_cap(total_frames, parallelism, key_cost, size_budget)
     if parallelism > 0:
         chunks = min(chunks, CHUNKS_PER_WORKER * parallelism)
-    return min(chunks, MAX_CHUNKS)
+    return min(chunks, max_chunks) if max_chunks > 0 else chunks
 
 
 def _min_chunk_seconds(start_cost: float) -> float:
@@ -111,29 +111,35 @@ def _min_chunk_seconds(start_cost: float) -> float:
 
 
 def needs_probe(*, total_frames: int, width: int, height: int, preset: str, parallelism: int,
-                start_cost: float) -> bool:
+                start_cost: float, max_chunks: int = 0, size_budget: float = 0.0) -> bool:
     """Whether rule 2 could cut the chunk count, so the frames' time must be measured."""
     fastest = estimate_frame_seconds(0.0, width=width, height=height, preset=preset)
     by_time = math.floor(total_frames * fastest / _min_chunk_seconds(start_cost))
-    return by_time < _chunk_caps(total_frames, parallelism, _FREE_KEYS)
+    return by_time < _chunk_caps(total_frames, parallelism, _FREE_KEYS, max_chunks, size_budget)
 
 
 def needs_key_probe(*, total_frames: int, parallelism: int, frame_seconds: float | None,
-                    start_cost: float) -> bool:
+                    start_cost: float, max_chunks: int = 0, size_budget: float = 0.0) -> bool:
     """Whether rule 1 could allow more segments than its free ones, were key frames cheap."""
+    if size_budget <= 0:
+        return False
     free = _free_segments(total_frames)
-    most = min(parallelism, total_frames // MIN_SEGMENT_FRAMES, MAX_CHUNKS)
+    most = min(parallelism, total_frames // MIN_SEGMENT_FRAMES)
+    if max_chunks > 0:
+        most = min(most, max_chunks)
     if frame_seconds is not None:
         most = min(most, math.floor(total_frames * frame_seconds / _min_chunk_seconds(start_cost)))
     return most > free
 
 
 def auto_frames_per_job(*, total_frames: int, frame_seconds: float | None, parallelism: int,
-                        start_cost: float, key_cost: KeyCost | None = None) -> int:
+                        start_cost: float, key_cost: KeyCost | None = None,
+                        max_chunks: int = 0, size_budget: float = 0.0) -> int:
     """Frames per render job by the rule in this module's docstring; `frame_seconds` None when
     `needs_probe` said rule 2 cannot decide, `key_cost` None when `needs_key_probe` said more
-    segments cannot be allowed (or none was measured)."""
-    chunks = _chunk_caps(total_frames, parallelism, key_cost)
+    segments cannot be allowed (or none was measured); `max_chunks` the runner's own limit
+    (0: none); `size_budget` the share of bytes extra key frames may add (0: none)."""
+    chunks = _chunk_caps(total_frames, parallelism, key_cost, max_chunks, size_budget)
     if frame_seconds is not None:
         by_time = math.floor(total_frames * frame_seconds / _min_chunk_seconds(start_cost))
         chunks = min(chunks, max(1, by_time))

@@ -51,6 +51,11 @@ class PlanRequest:
     """Jobs the runner can run at once (0: unknown); sizes chunks when none is given."""
     start_cost: float = 0.0
     """Seconds the runner needs to start one job; sizes chunks when none is given."""
+    max_chunks: int = 0
+    """The most chunks the runner takes in one run (0: no limit of its own)."""
+    size_budget: float = 0.0
+    """Percent the video may grow by (estimated) for chunks shorter than x264's key-frame
+    interval when none is given (0: never)."""
 
 
 def new_run_id() -> str:
@@ -138,6 +143,7 @@ def run_plan(request: PlanRequest, *, storage: Storage) -> Plan:
     total = check_positive("frames", total)
     video = resolve_video(request, sketch)
     per_job = request.frames_per_job or _auto_per_job(request, sketch, video, total)
+    _check_chunk_count(total, per_job, request.max_chunks)
     plan = make_plan(run_id=request.run_id or new_run_id(), sketch=store_sketch(sketch, storage),
                      total_frames=total, frames_per_job=per_job, video=video, output=request.output,
                      keep_frames=request.keep_frames,
@@ -146,18 +152,29 @@ def run_plan(request: PlanRequest, *, storage: Storage) -> Plan:
     return plan
 
 
+def _check_chunk_count(total: int, per_job: int, max_chunks: int) -> None:
+    """More chunks than the runner takes is a UserError, before anything is stored."""
+    chunks = -(-total // per_job)
+    if max_chunks and chunks > max_chunks:
+        raise UserError(f"{chunks} render jobs is more than the {max_chunks} this runner takes "
+                        f"in one run: set {config.FRAMES_PER_RENDER_JOB} (--per-job) to "
+                        f"{-(-total // max_chunks)} or more, or leave it to auto")
+
+
 def _auto_per_job(request: PlanRequest, sketch: Sketch, video: VideoSettings, total: int) -> int:
     """Size chunks by the rule in steps/_sizing.py. When the frames' time matters, render one
     probe frame (the middle one, after setup) to measure it; when segments shorter than x264's
     key-frame interval could be allowed, encode it and the next to see what a key frame costs."""
     if total == 1:
         return 1
-    parallelism, start_cost = request.parallelism, request.start_cost
+    parallelism, start_cost, most = request.parallelism, request.start_cost, request.max_chunks
+    budget = request.size_budget / 100
     frame_seconds: float | None = None
     source: FrameSource | None = None
     probe: np.ndarray | None = None
     if needs_probe(total_frames=total, width=video.width, height=video.height,
-                   preset=video.preset, parallelism=parallelism, start_cost=start_cost):
+                   preset=video.preset, parallelism=parallelism, start_cost=start_cost,
+                   max_chunks=most, size_budget=budget):
         source = FrameSource(sketch, width=video.width, height=video.height, fps=video.rate,
                              total_frames=total)
         began = time.perf_counter()
@@ -167,7 +184,7 @@ def _auto_per_job(request: PlanRequest, sketch: Sketch, video: VideoSettings, to
         probe = np.array(image)
     key_cost: KeyCost | None = None
     if needs_key_probe(total_frames=total, parallelism=parallelism, frame_seconds=frame_seconds,
-                       start_cost=start_cost):
+                       start_cost=start_cost, max_chunks=most, size_budget=budget):
         if source is None:
             source = FrameSource(sketch, width=video.width, height=video.height, fps=video.rate,
                                  total_frames=total)
@@ -175,7 +192,8 @@ def _auto_per_job(request: PlanRequest, sketch: Sketch, video: VideoSettings, to
             probe = np.array(source.frame(total // 2))
         key_cost = KeyCost(*key_frame_cost(probe, source.frame(total // 2 + 1), video=video))
     return auto_frames_per_job(total_frames=total, frame_seconds=frame_seconds,
-                               parallelism=parallelism, start_cost=start_cost, key_cost=key_cost)
+                               parallelism=parallelism, start_cost=start_cost, key_cost=key_cost,
+                               max_chunks=most, size_budget=budget)
 
 
 def read_plan(run_id: str, storage: Storage) -> Plan:

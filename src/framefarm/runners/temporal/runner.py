@@ -246,7 +246,8 @@ class TemporalRunner(Runner):
             local_output = take_local_output(env)
             if self.workers:
                 env.setdefault(config.PARALLELISM, str(self.workers))
-        env.setdefault(config.JOB_START_SECONDS, str(self.start_cost_seconds))
+        for name, value in self.sizing_env().items():
+            env.setdefault(name, value)
         return local_output
 
     def _drive(self, request: RunInput, run_id: str, *, joblog: JobLog, storage: Storage,
