@@ -110,7 +110,8 @@ def size_runs(work: Workload, tmp: Path, *, workers: tuple[int, ...],
         label = f"framefarm --workers {w}" + (
             f" --per-job {per_job} (short chunks forced)" if per_job else
             f" --size-budget {budget:g} (speed for bytes)" if budget else " (auto chunks)")
-        result.runs.append(SizeRun(label, m, w, per_job, chunks, per_chunk, budget))
+        result.runs.append(SizeRun(label, m, workers=w, per_job=per_job, chunks=chunks,
+                                   frames_per_chunk=per_chunk, size_budget=budget))
     for run in result.runs:
         print(f"{work.name:<12} {run.label[:40]:<40} {run.chunks:>4} chunk(s)  "
               f"{run.measure.bytes / 1e6:8.2f} MB  {run.measure.bytes / ref.bytes:6.3f}x  "

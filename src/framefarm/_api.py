@@ -1,13 +1,21 @@
-"""`framefarm.render()`: the Python face of `framefarm render`, and the one place that turns
-render settings into job-contract variables."""
+"""`framefarm.render()`: the Python face of `framefarm render`; `prepare_run`, what both check
+and settle before a runner starts; and the one place that turns render settings into job-contract
+variables."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from framefarm import config
 from framefarm.errors import SketchError, UserError
 from framefarm.runners import RunRequest, RunResult, open_runner
+
+if TYPE_CHECKING:
+    from framefarm.joblog import JobLog
+    from framefarm.storage import Storage
 
 
 def contract_env(*, sketch: str, output: Path, storage: str, joblog: str,
@@ -29,6 +37,73 @@ def contract_env(*, sketch: str, output: Path, storage: str, joblog: str,
     return env
 
 
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run checked and ready for its runner: its job-contract variables, and its storage and
+    job log opened."""
+
+    env: dict[str, str]
+    storage: Storage
+    joblog: JobLog
+    output: Path
+
+
+def sketch_location(sketch: str) -> str:
+    """A file sketch as an absolute path (checked now, before anything runs); else as given."""
+    from framefarm._locations import sketch_location_kind
+
+    if sketch_location_kind(sketch) != "file":
+        return sketch
+    path = Path(sketch).expanduser()
+    if not path.is_file():
+        raise UserError(f"sketch not found: {sketch} (give the path of a .py file with render(ctx))")
+    return str(path.resolve())
+
+
+def frame_timeout_env(flag: float | None, recorded: str = "") -> dict[str, str]:
+    """FRAMEFARM_FRAME_TIMEOUT for a run's jobs: the flag, else the variable, else what the
+    run recorded (resume); none: the jobs' default. Each job checks the value."""
+    given = None if flag is None else f"{flag:g}"
+    value = config.resolve(given, config.FRAME_TIMEOUT, recorded or None)
+    return {config.FRAME_TIMEOUT: value} if value else {}
+
+
+def prepare_run(sketch: str, output: str | Path, *, runner: str, storage: str | None = None,
+                joblog: str | None = None, defaults: Mapping[str, str] | None = None,
+                frames: int | None = None, per_job: int | None = None,
+                fps: str | float | None = None, size: tuple[int, int] | None = None,
+                crf: int | None = None, preset: str | None = None, run_id: str | None = None,
+                keep_frames: bool = False, size_budget: float | None = None,
+                frame_timeout: float | None = None) -> PreparedRun:
+    """What `framefarm render` and `framefarm.render()` both check and settle before a runner
+    starts, in this order: the output's path, the storage (opened and written to once), the job
+    log, that the runner's jobs can reach both, the sketch's location; then the job contract.
+    `storage` and `joblog` are given, else their variables, else `defaults` (a Batch stack's),
+    else ./framefarm-data. Bad input is a UserError: one line naming it and the fix."""
+    from framefarm import limits
+    from framefarm._cli_checks import check_output_path
+    from framefarm.joblog import open_joblog
+    from framefarm.runners import runner_class
+    from framefarm.storage import open_storage
+
+    path = check_output_path(str(output))
+    if run_id:
+        limits.check_run_id(run_id)
+    defaults = defaults or {}
+    opened = open_storage(str(config.resolve(
+        storage, config.STORAGE, defaults.get(config.STORAGE) or config.default_storage_url())))
+    opened.probe()  # storage that cannot be written is found before anything runs
+    log = open_joblog(str(config.resolve(
+        joblog, config.JOBLOG, defaults.get(config.JOBLOG) or config.default_joblog_url())))
+    runner_class(runner).check_backends(opened.url, log.url)
+    env = contract_env(sketch=sketch_location(sketch), output=path, storage=opened.url,
+                       joblog=log.url, frames=frames, per_job=per_job, fps=fps, size=size,
+                       crf=crf, preset=preset, run_id=run_id, keep_frames=keep_frames,
+                       size_budget=size_budget)
+    env.update(frame_timeout_env(frame_timeout))
+    return PreparedRun(env=env, storage=opened, joblog=log, output=path)
+
+
 def render(sketch: str, output: str | Path, *, frames: int | None = None,
            per_job: int | None = None, fps: str | float | None = None,
            size: tuple[int, int] | None = None, workers: int | None = None,
@@ -37,25 +112,17 @@ def render(sketch: str, output: str | Path, *, frames: int | None = None,
            runner: str = "local", size_budget: float | None = None) -> RunResult:
     """Render `sketch` to the video `output`; raises SketchError/UserError when the run fails,
     KeyboardInterrupt when it was stopped (Ctrl-C, `framefarm cancel`). `size_budget`: percent
-    the video may grow by for shorter segments (`--size-budget`)."""
+    the video may grow by for shorter segments (`--size-budget`). Checked as `framefarm render`
+    checks its flags (`prepare_run`)."""
     from framefarm import limits
-    from framefarm.storage import open_storage
 
-    limits.check_output_name(str(output))
-    if run_id:
-        limits.check_run_id(run_id)
     if workers:
         limits.check_workers("workers", workers)
-    storage = str(config.resolve(storage, config.STORAGE, config.default_storage_url()))
-    open_storage(storage).probe()
-    env = contract_env(
-        sketch=str(Path(sketch).resolve()) if Path(sketch).is_file() else sketch,
-        output=Path(output).expanduser().resolve(),
-        storage=storage,
-        joblog=str(config.resolve(joblog, config.JOBLOG, config.default_joblog_url())),
-        frames=frames, per_job=per_job, fps=fps, size=size, crf=crf, preset=preset,
-        run_id=run_id, keep_frames=keep_frames, size_budget=size_budget)
-    result = open_runner(runner, workers=workers).run(RunRequest(env=env))
+    prepared = prepare_run(sketch, output, runner=runner, storage=storage, joblog=joblog,
+                           frames=frames, per_job=per_job, fps=fps, size=size, crf=crf,
+                           preset=preset, run_id=run_id, keep_frames=keep_frames,
+                           size_budget=size_budget)
+    result = open_runner(runner, workers=workers).run(RunRequest(env=prepared.env))
     if result.cancelled:
         raise KeyboardInterrupt(f"run {result.run_id} was cancelled: framefarm resume "
                                 f"{result.run_id} finishes it")

@@ -64,7 +64,8 @@ def cancel(run: RunRecord, joblog: JobLog, *, options: dict[str, object] | None 
 
 def resume(run: RunRecord, joblog: JobLog, args: argparse.Namespace) -> int:
     """Render the run's chunks that have no verified segment, then encode it."""
-    from framefarm._render_cmd import announce, drive, frame_timeout_env, max_memory_option
+    from framefarm._api import frame_timeout_env
+    from framefarm._render_cmd import announce, drive, max_memory_option
 
     began = time.perf_counter()
     if not args.wait and run.runner != "batch":

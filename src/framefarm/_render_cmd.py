@@ -16,26 +16,15 @@ from typing import Any
 from opentelemetry.trace import StatusCode
 
 from framefarm import _otel, config, tracing
-from framefarm._api import contract_env
+from framefarm._api import prepare_run
 from framefarm._cli_checks import check_output_path
-from framefarm._locations import sketch_location_kind
 from framefarm.errors import LeaseHeld, UserError
-from framefarm.joblog import JobLog, open_joblog
+from framefarm.joblog import JobLog
 from framefarm.progress import ProgressDisplay
 from framefarm.report import load_report
-from framefarm.runners import Progress, RunRequest, RunResult, open_runner, runner_class
+from framefarm.runners import Progress, RunRequest, RunResult, open_runner
 from framefarm.runners._base import ProgressCallback
-from framefarm.storage import Storage, open_storage
-
-
-def _sketch_location(sketch: str) -> str:
-    """A file sketch as an absolute path (checked now, before anything runs); else as given."""
-    if sketch_location_kind(sketch) != "file":
-        return sketch
-    path = Path(sketch).expanduser()
-    if not path.is_file():
-        raise UserError(f"sketch not found: {sketch} (give the path of a .py file with render(ctx))")
-    return str(path.resolve())
+from framefarm.storage import Storage
 
 
 def max_memory_option(max_memory: int | None, *, runner: str) -> dict[str, object]:
@@ -47,14 +36,6 @@ def max_memory_option(max_memory: int | None, *, runner: str) -> dict[str, objec
         raise UserError(f"--max-memory only works for local runs (on {runner} the job "
                         "definitions or workers say each job's memory): leave it out")
     return {"max_memory": max_memory}
-
-
-def frame_timeout_env(flag: float | None, recorded: str = "") -> dict[str, str]:
-    """FRAMEFARM_FRAME_TIMEOUT for a run's jobs: the flag, else the variable, else what the
-    run recorded (resume); none: the jobs' default. Each job checks the value."""
-    given = None if flag is None else f"{flag:g}"
-    value = config.resolve(given, config.FRAME_TIMEOUT, recorded or None)
-    return {config.FRAME_TIMEOUT: value} if value else {}
 
 
 def announce(line: str) -> None:
@@ -79,11 +60,10 @@ def stop_on_sigterm() -> Iterator[None]:
 def render_command(args: argparse.Namespace) -> int:
     """Run `framefarm render`; returns the exit code."""
     began = time.perf_counter()
-    output = check_output_path(args.output)
+    check_output_path(args.output)  # before the runner's flags: the first thing a user names
     options: dict[str, object] = {"workers": args.workers, "announce": announce}
     options.update(max_memory_option(args.max_memory, runner=args.runner))
-    defaults = {config.STORAGE: config.default_storage_url(),
-                config.JOBLOG: config.default_joblog_url()}
+    defaults: dict[str, str] = {}
     if args.runner == "batch":
         defaults, options = _batch_options(args)
     else:
@@ -92,20 +72,15 @@ def render_command(args: argparse.Namespace) -> int:
         options.update(_temporal_options(args))
     else:
         _refuse_flags(args, _TEMPORAL_FLAGS, "temporal")
-    storage = open_storage(str(config.resolve(args.storage, config.STORAGE,
-                                              defaults[config.STORAGE])))
     _otel.setup()  # before the first AWS client is made, so its calls are traced
-    storage.probe()  # storage that cannot be written is found before anything runs
-    joblog = open_joblog(str(config.resolve(args.joblog, config.JOBLOG, defaults[config.JOBLOG])))
-    runner_class(args.runner).check_backends(storage.url, joblog.url)
-    sketch = _sketch_location(args.sketch)
-    env = contract_env(sketch=sketch, output=output, storage=storage.url,
-                       joblog=joblog.url, frames=args.frames, per_job=args.per_job, fps=args.fps,
-                       size=args.size, crf=args.crf, preset=args.preset, run_id=args.run_id,
-                       keep_frames=args.keep_frames, size_budget=args.size_budget)
-    env.update(frame_timeout_env(args.frame_timeout))
+    prepared = prepare_run(args.sketch, args.output, runner=args.runner, storage=args.storage,
+                           joblog=args.joblog, defaults=defaults, frames=args.frames,
+                           per_job=args.per_job, fps=args.fps, size=args.size, crf=args.crf,
+                           preset=args.preset, run_id=args.run_id, keep_frames=args.keep_frames,
+                           size_budget=args.size_budget, frame_timeout=args.frame_timeout)
+    storage, joblog, env = prepared.storage, prepared.joblog, prepared.env
     if args.run_id:
-        finished = _existing_run(joblog, args, sketch=sketch)
+        finished = _existing_run(joblog, args, sketch=env[config.SKETCH])
         if finished is not None:
             print(f"run {args.run_id}: already rendered with these settings -> {finished}")
             return 0
@@ -113,7 +88,7 @@ def render_command(args: argparse.Namespace) -> int:
     return drive(lambda context, on_progress: runner.run(RunRequest(env={**env, **context}),
                                                          on_progress=on_progress),
                  runner=args.runner, storage=storage, joblog=joblog, began=began,
-                 output=str(output))
+                 output=str(prepared.output))
 
 
 Start = Callable[[Mapping[str, str], ProgressCallback], RunResult]
