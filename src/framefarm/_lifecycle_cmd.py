@@ -15,7 +15,7 @@ from framefarm.joblog import JobLog
 from framefarm.lifecycle import chunks_to_render
 from framefarm.model import RunRecord
 from framefarm.report import load_report
-from framefarm.runners import ResumeRequest, reopen_runner
+from framefarm.runners import ResumeRequest, reopen_runner, runner_fronts
 from framefarm.steps.plan import read_plan_and_hash
 from framefarm.storage import open_storage
 
@@ -31,21 +31,17 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"run {args.run_id!r} is not in the job log {url}: see "
                         "`framefarm runs` (or give --joblog)")
     if args.command == "cancel":
-        return cancel(run, joblog, options=_temporal_options(run, args))
+        return cancel(run, joblog, options=_runner_options(run, args))
     return resume(run, joblog, args)
 
 
-def _temporal_options(run: RunRecord, args: argparse.Namespace) -> dict[str, object]:
-    """The Temporal flags given to resume or cancel (they beat the run's record)."""
-    given = {"address": getattr(args, "temporal_address", None),
-             "namespace": getattr(args, "temporal_namespace", None),
-             "task_queue": getattr(args, "task_queue", None)}
-    given = {k: v for k, v in given.items() if v is not None}
-    if given and run.runner != "temporal":
-        raise UserError(f"--temporal-address, --temporal-namespace and --task-queue are for "
-                        f"Temporal runs, and run {run.run_id} is a {run.runner or 'local'} run: "
-                        "leave them out")
-    return dict(given)
+def _runner_options(run: RunRecord, args: argparse.Namespace) -> dict[str, object]:
+    """The connection flags given to resume or cancel (they beat the run's record), for the
+    run's runner; another runner's flags are refused (RunnerFront.lifecycle_options)."""
+    options: dict[str, object] = {}
+    for front in runner_fronts():
+        options.update(front.lifecycle_options(run, args))
+    return options
 
 
 def cancel(run: RunRecord, joblog: JobLog, *, options: dict[str, object] | None = None) -> int:
@@ -102,7 +98,7 @@ def resume(run: RunRecord, joblog: JobLog, args: argparse.Namespace) -> int:
         options["announce"] = announce
     if run.runner == "batch":
         options["wait"] = args.wait
-    options.update(_temporal_options(run, args))
+    options.update(_runner_options(run, args))
     runner = reopen_runner(run, **options)
     print(f"framefarm: resuming run {run.run_id}: {len(todo)} of {plan.size} chunks to render",
           file=sys.stderr, flush=True)

@@ -22,7 +22,14 @@ from framefarm.errors import LeaseHeld, UserError
 from framefarm.joblog import JobLog
 from framefarm.progress import ProgressDisplay
 from framefarm.report import load_report
-from framefarm.runners import Progress, RunRequest, RunResult, open_runner
+from framefarm.runners import (
+    Progress,
+    RunRequest,
+    RunResult,
+    open_runner,
+    runner_front,
+    runner_fronts,
+)
 from framefarm.runners._base import ProgressCallback
 from framefarm.storage import Storage
 
@@ -61,17 +68,13 @@ def render_command(args: argparse.Namespace) -> int:
     """Run `framefarm render`; returns the exit code."""
     began = time.perf_counter()
     check_output_path(args.output)  # before the runner's flags: the first thing a user names
-    options: dict[str, object] = {"workers": args.workers, "announce": announce}
-    options.update(max_memory_option(args.max_memory, runner=args.runner))
-    defaults: dict[str, str] = {}
-    if args.runner == "batch":
-        defaults, options = _batch_options(args)
-    else:
-        _refuse_flags(args, _BATCH_FLAGS, "batch")
-    if args.runner == "temporal":
-        options.update(_temporal_options(args))
-    else:
-        _refuse_flags(args, _TEMPORAL_FLAGS, "temporal")
+    common: dict[str, object] = {"workers": args.workers, "announce": announce}
+    common.update(max_memory_option(args.max_memory, runner=args.runner))
+    chosen = runner_front(args.runner)
+    for front in runner_fronts():
+        if front is not chosen:
+            front.refuse_stray(args)
+    defaults, options = chosen.options(args, common, announce=announce)
     _otel.setup()  # before the first AWS client is made, so its calls are traced
     prepared = prepare_run(args.sketch, args.output, runner=args.runner, storage=args.storage,
                            joblog=args.joblog, defaults=defaults, frames=args.frames,
@@ -226,46 +229,6 @@ def _same_settings(plan: Mapping[str, Any], args: argparse.Namespace, *, sketch:
         except (ValueError, ZeroDivisionError):
             return False
     return bool(plan.get("keep_frames", False)) == bool(args.keep_frames)
-
-
-def _batch_options(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, object]]:
-    """Storage and job-log defaults and runner options for --runner batch: flags beat the
-    environment, which beats the stack's outputs."""
-    from framefarm.runners.batch import BatchTargets, stack_settings
-
-    settings = stack_settings(args.stack) if args.stack else {}
-    flags = {config.JOB_QUEUE: args.job_queue,
-             config.PLAN_JOB_DEFINITION: args.plan_job_definition,
-             config.RENDER_JOB_DEFINITION: args.render_job_definition,
-             config.ENCODE_JOB_DEFINITION: args.encode_job_definition}
-    chosen = {name: str(config.resolve(flag, name, settings.get(name, "")))
-              for name, flag in flags.items()}
-    targets = BatchTargets.from_environ(chosen)
-    defaults = {config.STORAGE: settings.get(config.STORAGE, config.default_storage_url()),
-                config.JOBLOG: settings.get(config.JOBLOG, config.default_joblog_url())}
-    return defaults, {"targets": targets, "plan_here": args.plan_here, "wait": args.wait}
-
-
-_BATCH_FLAGS = ("stack", "job_queue", "plan_job_definition", "render_job_definition",
-                "encode_job_definition", "plan_here", "wait")
-_TEMPORAL_FLAGS = ("temporal_address", "temporal_namespace", "task_queue", "temporal_ui",
-                   "heartbeat_timeout")
-
-
-def _temporal_options(args: argparse.Namespace) -> dict[str, object]:
-    """Runner options for --runner temporal; the server and namespace also come from the
-    Temporal SDK's own variables (TEMPORAL_ADDRESS …)."""
-
-    return {"address": args.temporal_address, "namespace": args.temporal_namespace,
-            "task_queue": args.task_queue, "ui": args.temporal_ui,
-            "heartbeat_seconds": args.heartbeat_timeout, "announce": announce}
-
-
-def _refuse_flags(args: argparse.Namespace, names: tuple[str, ...], runner: str) -> None:
-    given = [f"--{name.replace('_', '-')}" for name in names if getattr(args, name, None)]
-    if given:
-        raise UserError(f"{', '.join(given)} only work with --runner {runner}; add --runner "
-                        f"{runner} or leave them out")
 
 
 def _report_failure(result: RunResult, *, joblog_url: str) -> int:

@@ -17,6 +17,7 @@ from typing import TypeVar
 from framefarm import config, limits
 from framefarm._cli_checks import existing_joblog
 from framefarm.errors import TransientError, UserError
+from framefarm.runners import runner_front, runner_fronts
 
 T = TypeVar("T")
 
@@ -98,19 +99,6 @@ def frame_size(text: str) -> tuple[int, int]:
     return _checked(lambda size: limits.check_frame_size(*size), (width, height))
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a number above 0, and finite."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
-    if value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number")
-    return value
-
-
 def seconds(text: str) -> float:
     """argparse type: a number of seconds, 0 or more."""
     try:
@@ -133,17 +121,6 @@ def percentage(text: str) -> float:
     return value
 
 
-def _add_temporal_flags(group: argparse._ActionsContainer) -> None:
-    group.add_argument("--temporal-address", dest="temporal_address", metavar="HOST:PORT",
-                       help=f"HOST:PORT of the Temporal server (or {config.TEMPORAL_ADDRESS}; "
-                            "render without one starts a dev server and a worker of its own)")
-    group.add_argument("--temporal-namespace", dest="temporal_namespace", metavar="NAMESPACE",
-                       help=f"the namespace (or {config.TEMPORAL_NAMESPACE}; default: default)")
-    group.add_argument("--task-queue", dest="task_queue", metavar="QUEUE",
-                       help=f"the task queue (or {config.TASK_QUEUE}; "
-                            f"default: {config.DEFAULT_TASK_QUEUE})")
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse that reports bad input as one line and exit code 2 (its usage goes to --help)."""
 
@@ -151,8 +128,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line, every sub-command and flag."""
+def named_runner(argv: Sequence[str]) -> str | None:
+    """The --runner a command line names, read before parsing: another package's runner adds
+    its flags to the parser only when named (finding those costs a scan of the installed
+    packages)."""
+    for i, arg in enumerate(argv):
+        if arg == "--runner" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--runner="):
+            return arg.partition("=")[2]
+    return None
+
+
+def build_parser(runner: str | None = None) -> argparse.ArgumentParser:
+    """The command line, every sub-command and flag; with `runner`, that runner's flags too
+    when it is another package's."""
     parser = _Parser(prog="framefarm", description="Render a Python sketch in parallel to one video.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -190,33 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also store every frame as PNG under runs/RUN/frames/")
     render.add_argument("--runner", default="local", help="who runs the jobs: local (the default), "
                         "batch (AWS Batch) or temporal (Temporal workers)")
-    batch = render.add_argument_group("AWS Batch (--runner batch)")
-    batch.add_argument("--stack", help="a deployed deploy/cloudformation.yaml stack: its outputs name "
-                       "the queue, job definitions, bucket and table")
-    batch.add_argument("--job-queue", dest="job_queue", help=f"the job queue (or {config.JOB_QUEUE})")
-    for kind, variable in (("plan", config.PLAN_JOB_DEFINITION),
-                           ("render", config.RENDER_JOB_DEFINITION),
-                           ("encode", config.ENCODE_JOB_DEFINITION)):
-        batch.add_argument(f"--{kind}-job-definition", dest=f"{kind}_job_definition",
-                           help=f"the {kind} job definition (or {variable})")
-    batch.add_argument("--plan-here", action="store_true", dest="plan_here",
-                       help="plan on this machine and submit the render and encode jobs from here")
-    batch.add_argument("--wait", action="store_true",
-                       help="follow the run to the end and download the video to -o")
-
-    temporal = render.add_argument_group("Temporal (--runner temporal)")
-    _add_temporal_flags(temporal)
-    temporal.add_argument("--temporal-ui", dest="temporal_ui", metavar="URL",
-                          help=f"the server's web UI, for the run's link (or {config.TEMPORAL_UI}; "
-                               "default: the address's port + 1000)")
-    temporal.add_argument("--heartbeat-timeout", dest="heartbeat_timeout", type=positive_float,
-                          metavar="SECONDS",
-                          help="seconds a render job may take for one frame (the first with the "
-                               "sketch's setup) before its chunk goes to another worker (default 30)")
+    fronts = runner_fronts(runner)
+    for front in fronts:  # each runner's own flags, declared by the runner (runners/_front.py)
+        if front.render_flags():
+            front.add_arguments(render.add_argument_group(front.group_title))
 
     worker = sub.add_parser("worker", help="run a Temporal worker: it runs the jobs of "
                                            "`render --runner temporal` runs until stopped")
-    _add_temporal_flags(worker)
+    runner_front("temporal").add_connection_arguments(worker)
     worker.add_argument("--workers", type=workers, metavar="N",
                         help="processes, one job each (default: CPU count)")
     worker.add_argument("--identity", metavar="NAME",
@@ -240,14 +211,20 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
                         help="AWS Batch runs: follow the run to its end and download the video "
                              "(the default), or return once its jobs are submitted (--no-wait)")
-    _add_temporal_flags(resume.add_argument_group("Temporal runs (default: as the run had)"))
+    for front in fronts:
+        if front.connection_flags():
+            front.add_connection_arguments(
+                resume.add_argument_group(f"{front.title} runs (default: as the run had)"))
 
     cancel = sub.add_parser("cancel", help="stop a run from any shell: its driver and its jobs, "
                                            "on any runner; `resume` finishes it later")
     cancel.add_argument("run_id", metavar="RUN", type=run_id)
     cancel.add_argument("--storage", help="the run's storage (default: file:// under ./framefarm-data)")
     cancel.add_argument("--joblog", help="the job log (default: sqlite:/// under ./framefarm-data)")
-    _add_temporal_flags(cancel.add_argument_group("Temporal runs (default: as the run had)"))
+    for front in fronts:
+        if front.connection_flags():
+            front.add_connection_arguments(
+                cancel.add_argument_group(f"{front.title} runs (default: as the run had)"))
 
     status = sub.add_parser("status", help="show one run's jobs from the job log")
     status.add_argument("run_id", metavar="RUN", type=run_id)
@@ -314,7 +291,8 @@ def _output_closed() -> bool:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    given = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(named_runner(given)).parse_args(given)
     try:
         if args.command == "job":
             from framefarm.job import main as job_main

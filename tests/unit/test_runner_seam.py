@@ -122,3 +122,27 @@ def test_every_runner_counts_progress_from_the_job_log_the_same_way() -> None:
     assert progress == Progress(run_id="r", total_frames=30, frames_done=21, chunks=3,
                                 chunks_done=1, elapsed=1.5)
     assert frames_done(latest) == progress.frames_done  # what `framefarm status` shows
+
+
+def test_the_command_line_builds_from_light_fronts_and_each_runner_declares_its_flags() -> None:
+    import subprocess
+    import sys
+
+    from framefarm.runners import runner_front
+    from framefarm.runners.temporal.shared import DEFAULT_HEARTBEAT_SECONDS
+    from framefarm.runners.temporal_front import DEFAULT_HEARTBEAT_HELP
+
+    assert runner_front("batch").render_flags() == (
+        "stack", "job_queue", "plan_job_definition", "render_job_definition",
+        "encode_job_definition", "plan_here", "wait")
+    assert runner_front("temporal").connection_flags() == (
+        "temporal_address", "temporal_namespace", "task_queue")
+    assert runner_front("local").render_flags() == ()
+    assert DEFAULT_HEARTBEAT_HELP == DEFAULT_HEARTBEAT_SECONDS  # what --help says is so
+    # Building the whole parser imports no runner's own module, no SDK and no pixels code.
+    code = ("import sys, framefarm.cli as c; c.build_parser(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('boto3', 'temporalio', 'av', 'numpy') or m.startswith('framefarm.runners.')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ("['framefarm.runners._front', 'framefarm.runners.batch_front', "
+                                   "'framefarm.runners.temporal_front']")

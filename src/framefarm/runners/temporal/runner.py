@@ -1,5 +1,5 @@
 """`framefarm render --runner temporal`: start the run's workflow (the run id is its workflow id,
-so starting the same run again attaches to it), follow it through the progress query, and
+so starting the same run again attaches to it), follow its progress in the job log, and
 report how it ended — with a dev server and a worker of its own when no server is given.
 
 `resume` starts the run's workflow again for the chunks without a verified segment (no plan
@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import asdict, replace
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +69,9 @@ from framefarm.runners.temporal.devserver import STOP_TIMEOUT, DevServer, runnin
 from framefarm.runners.temporal.shared import (
     CHUNKS_PER_WORKFLOW,
     DEFAULT_HEARTBEAT_SECONDS,
-    PROGRESS_QUERY,
     PlanOutput,
     RunInput,
     RunOutput,
-    RunProgress,
 )
 from framefarm.runners.temporal.worker import JobPool, WorkerSettings, running_worker
 from framefarm.runners.temporal.workflows import RenderRun
@@ -82,7 +79,6 @@ from framefarm.steps import new_run_id
 from framefarm.storage import Storage, open_storage
 
 POLL_SECONDS = 0.5
-QUERY_TIMEOUT = timedelta(seconds=5)
 NO_WORKER_HINT_SECONDS = 15.0
 """How long a run may wait for its first worker before the user is told how to start one."""
 CANCEL_CHECK_SECONDS = 1.0
@@ -281,7 +277,8 @@ class TemporalRunner(Runner):
                     target = TemporalTarget(address=server.address, namespace=target.namespace,
                                             ui=server.ui)
                 # The tracing interceptor makes the start a span of the run and carries its
-                # context to the workflow in Temporal headers; queries go through a plain client.
+                # context to the workflow in Temporal headers; the own worker polls through a
+                # plain client (its activities make spans of their own: temporal/_spans.py).
                 client = await connect(target, runtime=runtime, interceptors=[TracingInterceptor()])
                 plain = Client(client.service_client, namespace=target.namespace)
                 if stop.is_set():  # stopped before the run began: nothing to cancel
@@ -303,7 +300,7 @@ class TemporalRunner(Runner):
                 waiting = asyncio.ensure_future(handle.result())
                 began = time.monotonic()
                 try:
-                    if await self._follow(plain, waiting, run_id, joblog, stop,
+                    if await self._follow(waiting, run_id, joblog, stop,
                                           on_progress=on_progress):
                         stop.set()
                         return await self._stop(handle, waiting, run_id, joblog, pool, shown,
@@ -353,10 +350,10 @@ class TemporalRunner(Runner):
         response = getattr(handle, "_start_workflow_response", None)
         return handle, not getattr(response, "started", True)
 
-    async def _follow(self, client: Client, waiting: asyncio.Future[RunOutput], run_id: str,
+    async def _follow(self, waiting: asyncio.Future[RunOutput], run_id: str,
                       joblog: JobLog, stop: asyncio.Event, *,
                       on_progress: ProgressCallback | None) -> bool:
-        """Report progress from the workflow's query until it ends (False), or until the run is
+        """Report progress from the job log until the workflow ends (False), or until the run is
         to stop (True): a signal, or `framefarm cancel` in the job log."""
         stopping = asyncio.ensure_future(stop.wait())
         either: set[asyncio.Future[Any]] = {waiting, stopping}
@@ -381,14 +378,10 @@ class TemporalRunner(Runner):
                         return True
                 if on_progress is None:
                     continue
-                progress = await query_progress(client, run_id)
-                if progress is not None and progress.total_frames:
-                    on_progress(Progress(run_id=run_id, total_frames=progress.total_frames,
-                                         frames_done=progress.frames_done, chunks=progress.chunks,
-                                         chunks_done=progress.chunks_done,
-                                         elapsed=time.monotonic() - began))
-                elif (progress is None or progress.phase == "plan") and not hinted \
-                        and not self.own_server and now - began > NO_WORKER_HINT_SECONDS:
+                progress = logged_progress(joblog, run_id, elapsed=time.monotonic() - began)
+                if progress is not None:
+                    on_progress(progress)
+                elif not hinted and not self.own_server and now - began > NO_WORKER_HINT_SECONDS:
                     hinted = True
                     self.announce(f"run {run_id} waits for a worker: start one with `framefarm "
                                   f"worker --temporal-address {self.target.address} --task-queue "
@@ -423,20 +416,16 @@ class TemporalRunner(Runner):
         return RunResult(run_id=run_id, succeeded=False, cancelled=True, **shown)
 
 
-async def query_progress(client: Client, workflow_id: str) -> RunProgress | None:
-    """The run's progress: its workflow's, plus that of the child workflows still running (and
-    theirs); None when no worker answers (yet)."""
-    try:
-        progress: RunProgress = await client.get_workflow_handle(workflow_id).query(
-            PROGRESS_QUERY, result_type=RunProgress, rpc_timeout=QUERY_TIMEOUT)
-    except Exception:  # no worker has answered yet, or the query timed out: try next time
+def logged_progress(joblog: JobLog, run_id: str, *, elapsed: float) -> Progress | None:
+    """The run's progress as the job log shows it, counted as every runner counts it
+    (Progress.of); None until its plan is recorded (no worker has planned it yet)."""
+    run = joblog.get_run(run_id)
+    plan = dict(run.plan) if run else {}
+    if not plan.get("size"):
         return None
-    for child in progress.children:
-        share = await query_progress(client, child)
-        if share is not None:
-            progress.chunks_done += share.chunks_done
-            progress.frames_done += share.frames_done
-    return progress
+    latest = list({r.job: r for r in joblog.jobs(run_id)}.values())  # each job's last attempt
+    return Progress.of(run_id, latest, total_frames=int(plan["total_frames"]),
+                       chunks=int(plan["size"]), elapsed=elapsed)
 
 
 def _outcome(waiting: asyncio.Future[RunOutput], run_id: str, shown: Mapping[str, Any], *,
