@@ -115,25 +115,21 @@ class JobEnv:
             except ValueError:
                 raise UserError(f"{name}={text!r} is not a whole number: set it to e.g. 30") from None
 
-        def seconds(name: str) -> float:
+        def decimal(name: str, most: float, what: str) -> float:
             text = get(name)
             try:
                 value = float(text) if text else 0.0
             except ValueError:
                 value = -1.0
-            if not value >= 0:
-                raise UserError(f"{name}={text!r} is not a number of seconds: set it to e.g. 20")
+            if not 0 <= value <= most:
+                raise UserError(f"{name}={text!r} is not {what}")
             return value
 
+        def seconds(name: str) -> float:
+            return decimal(name, float("inf"), "a number of seconds: set it to e.g. 20")
+
         def percent(name: str) -> float:
-            text = get(name)
-            try:
-                value = float(text) if text else 0.0
-            except ValueError:
-                value = -1.0
-            if not 0 <= value <= 100:
-                raise UserError(f"{name}={text!r} is not a percentage: set it to 0 to 100, e.g. 2")
-            return value
+            return decimal(name, 100, "a percentage: set it to 0 to 100, e.g. 2")
 
         job_type = get(config.JOB_TYPE)
         if job_type not in ("plan", "render", "encode"):
