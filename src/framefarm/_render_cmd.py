@@ -73,7 +73,7 @@ def render_command(args: argparse.Namespace) -> int:
     chosen = runner_front(args.runner)
     for front in runner_fronts():
         if front is not chosen:
-            front.refuse_stray(args)
+            front.refuse_stray(args, allowed=chosen.shared_flags)
     defaults, options = chosen.options(args, common, announce=announce)
     _otel.setup()  # before the first AWS client is made, so its calls are traced
     prepared = prepare_run(args.sketch, args.output, runner=args.runner, storage=args.storage,
@@ -137,8 +137,8 @@ def drive(start: Start, *, runner: str, storage: Storage, joblog: JobLog, began:
     if not result.succeeded:
         return _report_failure(result, joblog_url=joblog.url)
     if not result.waited:
-        print(f"run {result.run_id}: submitted to AWS Batch; follow it with `framefarm status "
-              f"{result.run_id} --joblog {joblog.url}`; the video will be at "
+        print(f"run {result.run_id}: submitted to {runner_front(runner).title}; follow it with "
+              f"`framefarm status {result.run_id} --joblog {joblog.url}`; the video will be at "
               f"{result.output_url}")
         return 0
     run = joblog.get_run(result.run_id)
@@ -180,9 +180,10 @@ def _backend_flags(storage: Storage, joblog: JobLog) -> str:
 def _existing_run(joblog: JobLog, args: argparse.Namespace, *, sketch: str) -> str | None:
     """For `render --run-id` of a run already in the job log: the video's path when that run
     finished with the same sketch and settings; else a UserError naming `resume`. None when
-    there is no such run (or it is a Temporal run, which `render` attaches to)."""
+    there is no such run (or the runner finds it: a Temporal or Step Functions run, which
+    `render` attaches to)."""
     run = joblog.get_run(args.run_id)
-    if run is None or (run.runner == "temporal" and args.runner == "temporal"):
+    if run is None or (run.runner == args.runner and runner_front(args.runner).attaches):
         return None
     holder = joblog.lease(args.run_id)
     if holder is not None:

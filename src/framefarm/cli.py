@@ -179,7 +179,8 @@ def build_parser(runner: str | None = None) -> argparse.ArgumentParser:
     render.add_argument("--keep-frames", action="store_true", dest="keep_frames",
                         help="also store every frame as PNG under runs/RUN/frames/")
     render.add_argument("--runner", default="local", help="who runs the jobs: local (the default), "
-                        "batch (AWS Batch) or temporal (Temporal workers)")
+                        "batch (AWS Batch), temporal (Temporal workers) or stepfunctions (AWS Step "
+                        "Functions running AWS Batch jobs)")
     fronts = runner_fronts(runner)
     for front in fronts:  # each runner's own flags, declared by the runner (runners/_front.py)
         if front.render_flags():
@@ -350,6 +351,11 @@ def _status(args: argparse.Namespace) -> int:
         return 0
     print(f"run {report['run_id']}: {report['status']}  {report['frames_done']}/"
           f"{report['total_frames']} frames  {report['chunks']} chunks  {report['output']}")
+    engine = report.get("engine")
+    if engine:  # the workflow engine's own view (a Step Functions execution)
+        print(f"execution {engine['status']}  {engine['execution']}  {engine['url']}")
+        if engine.get("error"):
+            print("    " + engine["error"].splitlines()[0])
     print(f"{'job':<14}{'attempt':>8}  {'status':<10}{'frames':>7}  {'started':<25}{'stopped':<25}")
     for job in report["jobs"]:
         print(f"{job['job']:<14}{job['attempt']:>8}  {job['status']:<10}{job['frames']:>7}  "

@@ -54,8 +54,14 @@ JOB_CPUS = "FRAMEFARM_JOB_CPUS"
 FRAME_TIMEOUT = "FRAMEFARM_FRAME_TIMEOUT"
 """Seconds one frame may take before its render job fails (and is retried); 0: no limit."""
 CHUNKS = "FRAMEFARM_CHUNKS"
-"""Chunk indexes, comma-separated, that a render array job renders: child i renders the i-th
-(a resumed run on AWS Batch renders only its missing chunks). Unset: child i renders chunk i."""
+"""Chunk indexes, comma-separated, with ranges FIRST-LAST, that a render array job renders: child
+i renders the i-th (a resumed run renders only its missing chunks; a slice of a run above 10,000
+chunks on Step Functions, e.g. 10000-19999). Unset: child i renders chunk i."""
+EXECUTION = "FRAMEFARM_EXECUTION"
+"""The AWS Step Functions execution that runs this plan job: plan and record the slices to render,
+submit nothing (the state machine submits the render and encode jobs)."""
+STATE_MACHINE = "FRAMEFARM_STATE_MACHINE"
+"""The state machine `--runner stepfunctions` starts (the stack's StateMachine output)."""
 TRACEPARENT = "TRACEPARENT"
 XRAY_TRACE_ID = "_X_AMZN_TRACE_ID"
 
@@ -91,7 +97,7 @@ CONTRACT = (
     RUN_ID, SKETCH, STORAGE, JOBLOG, JOBLOG_TTL_DAYS, FPS, WIDTH, HEIGHT, CRF, PRESET,
     KEEP_FRAMES, OUTPUT,
     PARALLELISM, JOB_START_SECONDS, MAX_CHUNKS, SIZE_BUDGET, JOB_CPUS, FRAME_TIMEOUT, CHUNKS, JOB_QUEUE,
-    PLAN_JOB_DEFINITION, RENDER_JOB_DEFINITION, ENCODE_JOB_DEFINITION,
+    PLAN_JOB_DEFINITION, RENDER_JOB_DEFINITION, ENCODE_JOB_DEFINITION, EXECUTION,
     TRACEPARENT, XRAY_TRACE_ID,
 )
 

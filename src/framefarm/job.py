@@ -179,18 +179,32 @@ class JobEnv:
 
 
 def _listed_chunk(listed: str, position: int | None) -> int:
-    """The chunk a render job of a resumed run renders: the `position`-th of FRAMEFARM_CHUNKS."""
-    try:
-        chunks = [int(part) for part in listed.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"{config.CHUNKS}={listed!r} is not a list of chunk indexes: use e.g. "
-                        "3,7,12") from None
-    if position is None and len(chunks) == 1:
-        return chunks[0]
-    if position is None or not 0 <= position < len(chunks):
+    """The chunk a render job of a resumed run (or of one slice of a run) renders: the
+    `position`-th of FRAMEFARM_CHUNKS, whose parts are indexes or FIRST-LAST ranges."""
+    spans: list[tuple[int, int]] = []
+    for part in (p.strip() for p in listed.split(",")):
+        if not part:
+            continue
+        low, dash, high = part.partition("-")
+        try:
+            span = (int(low), int(high) if dash else int(low))
+        except ValueError:
+            span = (0, -1)
+        if not 0 <= span[0] <= span[1]:
+            raise UserError(f"{config.CHUNKS}={listed!r} is not a list of chunk indexes: use e.g. "
+                            "3,7,12 or 0-9999") from None
+        spans.append(span)
+    count = sum(last - first + 1 for first, last in spans)
+    if position is None and count == 1:
+        return spans[0][0]
+    if position is None or not 0 <= position < count:
         raise UserError(f"{config.ARRAY_INDEX}={position} does not name one of the "
-                        f"{len(chunks)} chunks in {config.CHUNKS}")
-    return chunks[position]
+                        f"{count} chunks in {config.CHUNKS}")
+    for first, last in spans:
+        if position <= last - first:
+            return first + position
+        position -= last - first + 1
+    raise AssertionError("unreachable: position was checked against the count")
 
 
 def run_job(env: JobEnv, *, storage: Storage | None = None, joblog: JobLog | None = None,

@@ -120,8 +120,13 @@ def load_report(joblog: JobLog, run_id: str) -> dict[str, Any] | None:
     records = joblog.jobs(run_id)
     if run is None and not records:
         return None
+    engine: dict[str, str] = {}
     if run is not None and run.runner_ids:
-        from framefarm.runners import runner_job_statuses
+        from framefarm.runners import runner_engine_view, runner_job_statuses
 
         records = merged_jobs(records, runner_job_statuses(run))
-    return status_report(run, records, run_id, driven=joblog.lease(run_id) is not None)
+        engine = runner_engine_view(run)
+    report = status_report(run, records, run_id, driven=joblog.lease(run_id) is not None)
+    if engine:
+        report["engine"] = engine
+    return report

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ENTRY_POINT_GROUP", "Progress", "ResumeRequest", "RunRequest", "RunResult", "Runner",
            "known_runners", "open_runner", "plan_hook", "reopen_runner", "runner_class",
-           "runner_front", "runner_fronts", "runner_job_statuses"]
+           "runner_engine_view", "runner_front", "runner_fronts", "runner_job_statuses"]
 
 ENTRY_POINT_GROUP = "framefarm.runners"
 
@@ -32,6 +32,7 @@ _BUILT_IN = {
     "local": "framefarm.runners._front:LocalFront",
     "batch": "framefarm.runners.batch_front:BatchFront",
     "temporal": "framefarm.runners.temporal_front:TemporalFront",
+    "stepfunctions": "framefarm.runners.stepfunctions_front:StepFunctionsFront",
 }
 """Each built-in runner's front, as "module:class"."""
 
@@ -108,14 +109,15 @@ def reopen_runner(run: RunRecord, **options: object) -> Runner:
 def plan_hook(environ: Mapping[str, str]) -> AfterPlan | None:
     """What a plan job started by `framefarm job` in `environ` does once it has planned: the
     hook of the runner whose container this is (its front's `container_hook`, when its
-    variable is set: on AWS Batch, FRAMEFARM_JOB_QUEUE, submit the render and encode jobs);
-    elsewhere nothing."""
-    for front in runner_fronts():
-        if front.container_hook is None:
-            continue
-        path, variable = front.container_hook
-        if environ.get(variable, "").strip():
-            hook: AfterPlan | None = _load(path)(environ)
+    variable is set: on AWS Batch, FRAMEFARM_JOB_QUEUE, submit the render and encode jobs; under
+    AWS Step Functions, FRAMEFARM_EXECUTION, record the slices and submit nothing, which wins
+    over Batch's, whose job definitions it runs); elsewhere nothing."""
+    matching = [front for front in runner_fronts() if front.container_hook is not None
+                and environ.get(front.container_hook[1], "").strip()]
+    replaced = {name for front in matching for name in front.replaces_hook_of}
+    for front in matching:
+        if front.name not in replaced and front.container_hook is not None:
+            hook: AfterPlan | None = _load(front.container_hook[0])(environ)
             return hook
     return None
 
@@ -129,3 +131,11 @@ def runner_job_statuses(run: RunRecord) -> dict[str, dict[str, str]]:
     # runner recorded any.
     return runner_class(run.runner or "batch").job_statuses(
         run, chunks=int(run.plan.get("size") or 0))
+
+
+def runner_engine_view(run: RunRecord) -> dict[str, str]:
+    """What the workflow engine of the runner that started `run` says of it (Runner.
+    engine_view: a Step Functions execution); {} for runners without one."""
+    if not run.runner_ids or not run.runner:
+        return {}
+    return runner_class(run.runner).engine_view(run)

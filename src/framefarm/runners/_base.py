@@ -155,6 +155,13 @@ class Runner(ABC):
         return {}
 
     @classmethod
+    def engine_view(cls, run: RunRecord) -> dict[str, str]:
+        """What the workflow engine that drives the run says of it (`framefarm status`): an
+        AWS Step Functions execution's ARN, status and page; {} for a runner without one."""
+        del run
+        return {}
+
+    @classmethod
     def reopen(cls, settings: Mapping[str, str], **options: Any) -> Runner:
         """The runner a run was started with, from its recorded `settings`; `options` (flags
         given to resume or cancel) win."""

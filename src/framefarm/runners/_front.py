@@ -33,6 +33,15 @@ class RunnerFront:
     """For a runner whose plan job, run in its own container, starts the jobs after it: the
     function that builds the hook ("module:function", given the environment) and the contract
     variable that says the container is the runner's."""
+    replaces_hook_of: ClassVar[tuple[str, ...]] = ()
+    """Runners whose container hook this one's replaces when both variables are set (Step
+    Functions runs Batch's job definitions, which name a job queue)."""
+    shared_flags: ClassVar[tuple[str, ...]] = ()
+    """Flags another runner declares that this one takes too (argparse names: Step Functions
+    takes Batch's --stack and --wait)."""
+    attaches: ClassVar[bool] = False
+    """A run started again with the same --run-id is the runner's to find (it follows the run
+    already started rather than refusing): Temporal's workflow, Step Functions' execution."""
 
     @property
     def group_title(self) -> str:
@@ -79,10 +88,11 @@ class RunnerFront:
         return (f"{shown} are for {self.title or self.name} runs, and run {run.run_id} is a "
                 f"{run.runner or 'local'} run: leave them out")
 
-    def refuse_stray(self, args: argparse.Namespace) -> None:
-        """Refuse this runner's own flags given for another runner's run (UserError)."""
+    def refuse_stray(self, args: argparse.Namespace, *, allowed: tuple[str, ...] = ()) -> None:
+        """Refuse this runner's own flags given for another runner's run (UserError), but for
+        the `allowed` ones (that runner's shared_flags)."""
         given = [f"--{name.replace('_', '-')}" for name in self.render_flags()
-                 if getattr(args, name, None)]
+                 if name not in allowed and getattr(args, name, None)]
         if given:
             raise UserError(f"{', '.join(given)} only work with --runner {self.name}; add "
                             f"--runner {self.name} or leave them out")

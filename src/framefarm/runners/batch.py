@@ -593,6 +593,16 @@ class BatchRunner(Runner):
                                                   "stopped (Ctrl-C or SIGTERM)")
             return RunResult(run_id=run_id, succeeded=False, cancelled=True)
 
+    def _statuses(self, run: RunRecord, chunks: int) -> dict[str, dict[str, str]]:
+        """What the runner says of the run's jobs while it follows the run."""
+        return batch_statuses(run, chunks=chunks, client=self.client)
+
+    def _ended(self, run: RunRecord) -> RunResult | None:
+        """How the run ended when the job log cannot say (a workflow engine above Batch that
+        failed or was stopped); None: follow on."""
+        del run
+        return None
+
     def _poll(self, run_id: str, joblog: JobLog,
               on_progress: ProgressCallback | None) -> RunResult:
         from framefarm.report import merged_jobs, run_status
@@ -604,10 +614,15 @@ class BatchRunner(Runner):
                 run = joblog.get_run(run_id)
                 plan = dict(run.plan) if run else {}
                 chunks = int(plan.get("size") or 0)
-                records = merged_jobs(joblog.jobs(run_id), batch_statuses(
-                    run, chunks=chunks, client=self.client) if run else {})
+                records = merged_jobs(joblog.jobs(run_id),
+                                      self._statuses(run, chunks) if run else {})
             latest = list({r.job: r for r in records}.values())  # each job's last attempt
             status = run_status(latest, cancelled=bool(run and run.cancelled_at))
+            if status not in ("SUCCEEDED", "FAILED", "CANCELLED") and run is not None:
+                with tracing.untraced():
+                    ended = self._ended(run)
+                if ended is not None:
+                    return ended
             if on_progress is not None and chunks:
                 on_progress(Progress.of(run_id, latest, total_frames=int(plan["total_frames"]),
                                         chunks=chunks, elapsed=time.monotonic() - began))
@@ -632,6 +647,7 @@ STACK_OUTPUTS = {
     "EncodeJobDefinition": config.ENCODE_JOB_DEFINITION,
     "StorageUrl": config.STORAGE,
     "JobLogUrl": config.JOBLOG,
+    "StateMachine": config.STATE_MACHINE,
 }
 
 

@@ -31,6 +31,7 @@ def positive_float(text: str) -> float:
 class TemporalFront(RunnerFront):
     name = "temporal"
     runner = "framefarm.runners.temporal.runner:TemporalRunner"
+    attaches = True
     title = "Temporal"
 
     def add_connection_arguments(self, group: argparse._ActionsContainer) -> None:
