@@ -7,10 +7,7 @@ frame by frame against its sketch; the job log and the execution's history are r
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -24,9 +21,9 @@ from framefarm.joblog import open_joblog
 from framefarm.sketch import FrameSource, load_sketch
 from framefarm.storage import open_storage
 from framefarm.video import read_frames
-from tests.batch_player import BatchPlayer, env_of
+from tests.batch_player import BatchPlayer
 from tests.cfn import load_template, resolve
-from tests.conftest import framefarm_command, psnr, run_cli
+from tests.conftest import psnr, run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
               pytest.mark.filterwarnings("ignore:Tried to parse AWS.+BucketPolicy")]
@@ -239,3 +236,150 @@ def test_a_run_is_one_execution_plan_render_array_encode(sfn_stack: dict[str, st
     assert report["engine"]["execution"] == execution["executionArn"]
     text = run_cli("status", "sfn-wait", "--joblog", sfn_stack["JobLogUrl"], cwd=tmp_path)
     assert f"execution SUCCEEDED  {execution['executionArn']}" in text.stdout
+
+    # Started again (a new trace, so other input): the execution of that name is found and
+    # followed, nothing runs twice, and the video is downloaded again.
+    (tmp_path / "sfn-wait.mp4").unlink()
+    played = len(player.played)
+    again = run_cli(*_render_args(sfn_stack, sketch, "sfn-wait", "--wait"), cwd=tmp_path,
+                    env=dict(player.machine))
+    assert again.returncode == 0, again.stderr
+    assert "run sfn-wait was already started on AWS Step Functions" in again.stderr
+    assert len(player.played) == played
+    _assert_video(tmp_path / "sfn-wait.mp4", sketch)
+    listed = boto3.client("stepfunctions").list_executions(
+        stateMachineArn=sfn_stack["StateMachine"])["executions"]
+    assert [e["name"] for e in listed].count("sfn-wait") == 1
+
+
+def test_a_sketch_error_fails_the_execution_naming_the_job(sfn_stack: dict[str, str],
+                                                           player: BatchPlayer, sketch: Path,
+                                                           tmp_path: Path) -> None:
+    """Frame 4 raises: its chunk's container exits 2 (not retried), the render array job fails,
+    the Catch records the failure on the run's job-log item and the execution fails with
+    framefarm.RenderFailed and a Cause naming the render job; the command fails (exit 1, as a
+    failed job on `--runner batch` does) with the sketch's error and its frame, and `status`
+    shows the failed execution."""
+    (tmp_path / "fail-marker").touch()
+    with player.in_background():
+        done = run_cli(*_render_args(sfn_stack, sketch, "sfn-fail", "--wait"), cwd=tmp_path,
+                       env=dict(player.machine))
+        execution = _until(lambda: (e := _execution(sfn_stack, "sfn-fail"))["status"]
+                           != "RUNNING" and e, what="the execution to end")
+    assert done.returncode == 1, done.stderr
+    assert "failed on frame 4: RuntimeError: the marker file is there" in done.stderr
+    assert execution["status"] == "FAILED"
+    assert execution["error"] == "framefarm.RenderFailed"
+    assert execution["cause"].startswith("framefarm-sfn-fail-render failed (States.TaskFailed)")
+    assert _states(sfn_stack, "sfn-fail")[-3:] == ["RenderCaught", "RecordFailure", "Failed"]
+    assert not any(p.env["JOB_TYPE"] == "encode" for p in player.played)
+    item = boto3.client("dynamodb").get_item(
+        TableName=sfn_stack["JobLogUrl"].removeprefix("dynamodb://"),
+        Key={"pk": {"S": "RUN#sfn-fail"}, "sk": {"S": "RUN"}})["Item"]
+    recorded = json.loads(item["engine_failure"]["S"])
+    assert recorded["step"] == "Render" and recorded["job"] == "framefarm-sfn-fail-render"
+    assert recorded["error"] == "States.TaskFailed"
+    report = _status(sfn_stack, "sfn-fail", tmp_path)
+    assert report["status"] == "FAILED"
+    assert report["engine"]["status"] == "FAILED"
+    assert report["engine"]["error"].startswith("framefarm.RenderFailed: framefarm-sfn-fail-render")
+    failed = [j for j in report["jobs"] if j["status"] == "FAILED"]
+    assert [j["job"] for j in failed] == ["render:1"]
+
+
+def test_cancel_stops_the_execution_and_its_jobs_then_resume_finishes(
+        sfn_stack: dict[str, str], player: BatchPlayer, sketch: Path, tmp_path: Path) -> None:
+    """While chunk 1 renders, `framefarm cancel` stops the execution and terminates its running
+    Batch job (the container gets SIGTERM); nothing stays RUNNING in the job log. `resume`
+    starts a new execution, RUN-resume-1, that skips the plan and renders only the chunks
+    without a verified segment, then encodes: the video is the sketch's."""
+    (tmp_path / "hold-marker").touch()
+    with player.in_background():
+        done = run_cli(*_render_args(sfn_stack, sketch, "sfn-cancel"), cwd=tmp_path,
+                       env=dict(player.machine))
+        assert done.returncode == 0, done.stderr
+        assert "run sfn-cancel: submitted to AWS Step Functions" in done.stdout
+        _until(lambda: any(r.job == "render:1" and r.status == "RUNNING" for r in
+                           open_joblog(sfn_stack["JobLogUrl"]).latest_jobs("sfn-cancel")),
+               what="chunk 1 to run")
+        cancelled = run_cli("cancel", "sfn-cancel", "--joblog", sfn_stack["JobLogUrl"],
+                            "--storage", sfn_stack["StorageUrl"], cwd=tmp_path)
+        assert cancelled.returncode == 0, cancelled.stderr
+        execution = _until(lambda: (e := _execution(sfn_stack, "sfn-cancel"))["status"]
+                           != "RUNNING" and e, what="the execution to stop")
+        _until(lambda: any(p.terminated for p in player.played), what="the container to stop")
+    assert "execution sfn-cancel stopped" in cancelled.stdout + cancelled.stderr
+    assert execution["status"] == "ABORTED"
+    stopped = [p for p in player.played if p.terminated]
+    assert [p.env["AWS_BATCH_JOB_ARRAY_INDEX"] for p in stopped] == ["1"]
+    report = _status(sfn_stack, "sfn-cancel", tmp_path)
+    assert report["status"] == "CANCELLED"
+    assert not [j for j in report["jobs"] if j["status"] in ("RUNNING", "SUBMITTED")]
+
+    (tmp_path / "hold-marker").unlink()
+    verified = {r.index for r in open_joblog(sfn_stack["JobLogUrl"]).latest_jobs("sfn-cancel")
+                if r.kind == "render" and r.status == "SUCCEEDED"}
+    before = len(player.played)
+    with player.in_background():
+        resumed = run_cli("resume", "sfn-cancel", "--joblog", sfn_stack["JobLogUrl"],
+                          "--storage", sfn_stack["StorageUrl"], cwd=tmp_path)
+        execution = _until(lambda: (e := _execution(sfn_stack, "sfn-cancel-resume-1"))["status"]
+                           != "RUNNING" and e, what="the resume's execution to end")
+    assert resumed.returncode == 0, resumed.stderr
+    assert execution["status"] == "SUCCEEDED"
+    states = _states(sfn_stack, "sfn-cancel-resume-1")
+    assert states[:2] == ["PlanOrResume", "FanOut"] and "Plan" not in states
+    again = [p for p in player.played[before:] if p.env["JOB_TYPE"] == "render"]
+    rendered = sorted(_listed(p.env) for p in again)
+    assert rendered == sorted(set(range(4)) - verified)
+    assert not any(p.env["JOB_TYPE"] == "plan" for p in player.played[before:])
+    video = open_storage(sfn_stack["StorageUrl"]).get_file("runs/sfn-cancel/output.mp4",
+                                                           tmp_path / "sfn-cancel.mp4")
+    _assert_video(video, sketch)
+    assert _status(sfn_stack, "sfn-cancel", tmp_path)["status"] == "SUCCEEDED"
+
+
+def _listed(env: dict[str, str]) -> int:
+    """The chunk a render container rendered, from its FRAMEFARM_CHUNKS and array index."""
+    from framefarm.job import _listed_chunk
+
+    index = env.get("AWS_BATCH_JOB_ARRAY_INDEX")
+    return _listed_chunk(env["FRAMEFARM_CHUNKS"], int(index) if index is not None else None) \
+        if env.get("FRAMEFARM_CHUNKS") else int(index or 0)
+
+
+def test_above_the_array_limit_slices_render_in_a_distributed_map(
+        sfn_stack: dict[str, str], player: BatchPlayer, sketch: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With Batch's array limit taken as 2 (the real one is 10,000), every segment of a
+    finished run lost (their bytes deleted) is rendered again by `resume` as a Distributed Map
+    of two array jobs, FRAMEFARM_CHUNKS=0-1 and 2-3, each a child execution; then encode."""
+    from framefarm import cli
+    from framefarm.runners import stepfunctions
+
+    with player.in_background():
+        done = run_cli(*_render_args(sfn_stack, sketch, "sfn-map", "--wait"), cwd=tmp_path,
+                       env=dict(player.machine))
+        _until(lambda: _execution(sfn_stack, "sfn-map")["status"] != "RUNNING",
+               what="the execution to end")
+    assert done.returncode == 0, done.stderr
+    storage = open_storage(sfn_stack["StorageUrl"])
+    for key in storage.list("runs/sfn-map/segments/"):
+        storage.delete(key)
+    monkeypatch.setattr(stepfunctions, "MAX_ARRAY_SIZE", 2)
+    before = len(player.played)
+    with player.in_background():
+        code = cli.main(["resume", "sfn-map", "--joblog", sfn_stack["JobLogUrl"],
+                         "--storage", sfn_stack["StorageUrl"]])
+        execution = _until(lambda: (e := _execution(sfn_stack, "sfn-map-resume-1"))["status"]
+                           != "RUNNING" and e, what="the resume's execution to end")
+    assert code == 0
+    assert execution["status"] == "SUCCEEDED"
+    assert "RenderSlices" in _states(sfn_stack, "sfn-map-resume-1")
+    again = [p for p in player.played[before:] if p.env["JOB_TYPE"] == "render"]
+    assert sorted((p.env["FRAMEFARM_CHUNKS"], p.env["AWS_BATCH_JOB_ARRAY_INDEX"])
+                  for p in again) == [("0-1", "0"), ("0-1", "1"), ("2-3", "0"), ("2-3", "1")]
+    assert {p.job_name for p in again} == {"framefarm-sfn-map-render-0",
+                                           "framefarm-sfn-map-render-1"}
+    video = storage.get_file("runs/sfn-map/output.mp4", tmp_path / "sfn-map.mp4")
+    _assert_video(video, sketch)

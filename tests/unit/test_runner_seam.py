@@ -145,4 +145,5 @@ def test_the_command_line_builds_from_light_fronts_and_each_runner_declares_its_
             "('boto3', 'temporalio', 'av', 'numpy') or m.startswith('framefarm.runners.')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ("['framefarm.runners._front', 'framefarm.runners.batch_front', "
+                                   "'framefarm.runners.stepfunctions_front', "
                                    "'framefarm.runners.temporal_front']")

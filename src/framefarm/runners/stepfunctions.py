@@ -19,6 +19,7 @@ machine's ARN in its settings.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import re
@@ -92,9 +93,10 @@ def fanout(size: int, only: Sequence[int] | None = None) -> dict[str, Any]:
     pieces = max(math.ceil(len(chunks) / MAX_ARRAY_SIZE),
                  math.ceil(len(chunk_text(chunks)) / SLICE_CHARS))
     while True:
-        step = math.ceil(len(chunks) / pieces)
-        items = [{"size": len(part), "chunks": chunk_text(part)}
-                 for part in (chunks[i:i + step] for i in range(0, len(chunks), step))]
+        base, extra = divmod(len(chunks), pieces)  # sizes differ by at most one
+        bounds = [i * base + min(i, extra) for i in range(pieces + 1)]
+        items = [{"size": hi - lo, "chunks": chunk_text(chunks[lo:hi])}
+                 for lo, hi in itertools.pairwise(bounds)]
         if all(len(str(item["chunks"])) <= SLICE_CHARS for item in items):
             break
         pieces += 1
