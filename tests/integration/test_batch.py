@@ -255,6 +255,7 @@ def test_stack_outputs_configure_the_cli(stack: dict[str, str]) -> None:
         "FRAMEFARM_ENCODE_JOB_DEFINITION": stack["EncodeJobDefinition"],
         "FRAMEFARM_STORAGE": stack["StorageUrl"],
         "FRAMEFARM_JOBLOG": stack["JobLogUrl"],
+        "FRAMEFARM_STATE_MACHINE": stack["StateMachine"],  # --runner stepfunctions
     }
 
 

@@ -59,6 +59,8 @@ STACK: dict[str, Any] = {
         f"arn:aws:iam::{ACCOUNT}:instance-profile/ff-InstanceProfile-1",
     "InstanceSecurityGroup": "sg-1", "SpotComputeEnvironment": f"arn:aws:batch:{ARN}:ce/spot",
     "OnDemandComputeEnvironment": f"arn:aws:batch:{ARN}:ce/on-demand",
+    "StateMachine": f"arn:aws:states:{ARN}:stateMachine:ff-run",
+    "StateMachineRole.Arn": f"arn:aws:iam::{ACCOUNT}:role/ff-StateMachineRole-1",
 }
 
 
@@ -248,7 +250,10 @@ def test_the_job_role_reaches_what_jobs_are_told_and_nothing_else() -> None:
 
 def test_no_wildcards_beyond_apis_without_resource_permissions() -> None:
     without_resources = {"JobRole": {"xray:PutTraceSegments", "xray:PutTelemetryRecords"},
-                         "ExecutionRole": {"ecr:GetAuthorizationToken"}}
+                         "ExecutionRole": {"ecr:GetAuthorizationToken"},
+                         "StateMachineRole": {"batch:DescribeJobs", "batch:TerminateJob",
+                                              "xray:PutTraceSegments", "xray:PutTelemetryRecords",
+                                              "xray:GetSamplingRules", "xray:GetSamplingTargets"}}
     roles = resources("AWS::IAM::Role")
     for role, allowed_star in without_resources.items():
         assert "ManagedPolicyArns" not in roles[role]
@@ -260,6 +265,14 @@ def test_no_wildcards_beyond_apis_without_resource_permissions() -> None:
     assert allows("ExecutionRole", "logs:PutLogEvents",
                   f"arn:aws:logs:{ARN}:log-group:/aws/batch/ff:log-stream:plan/default/1")
     assert not allows("ExecutionRole", "ecr:BatchGetImage", f"arn:aws:ecr:{ARN}:repository/other")
+    # the state machine submits its own stack's jobs, reads and notes its own table
+    assert allows("StateMachineRole", "batch:SubmitJob", f"arn:aws:batch:{ARN}:job-definition/ff-render:3")
+    assert not allows("StateMachineRole", "batch:SubmitJob",
+                      f"arn:aws:batch:{ARN}:job-definition/other-render:1")
+    assert allows("StateMachineRole", "dynamodb:UpdateItem", STACK["JobLogTable.Arn"])
+    assert not allows("StateMachineRole", "dynamodb:DeleteItem", STACK["JobLogTable.Arn"])
+    assert allows("StateMachineRole", "states:StartExecution", STACK["StateMachine"])
+    assert not allows("StateMachineRole", "s3:GetObject", f"arn:aws:s3:::{BUCKET}/framefarm/x")
 
 
 # -- data ---------------------------------------------------------------------------------------
