@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from framefarm._procs import process_alive
 from framefarm.errors import FramefarmError, LeaseHeld, UserError
@@ -25,6 +25,7 @@ from framefarm.model import (
     can_move,
     job_name,
 )
+from framefarm.storage._base import check_reach
 from framefarm.tracing import traced
 
 
@@ -64,6 +65,14 @@ class JobLog(ABC):
     """Who ran what, when, with what result: one record per job attempt, one record per run."""
 
     url: str
+
+    reach: ClassVar[str] = "machine"
+    """Who can use this job log (storage.REACHES): a runner whose jobs run elsewhere needs a
+    wider one."""
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        check_reach(cls)
 
     # -- runs ---------------------------------------------------------------------------------
 

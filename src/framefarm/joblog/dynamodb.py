@@ -75,6 +75,8 @@ def _job_sk(job: str, attempt: int) -> str:
 class DynamoDBJobLog(JobLog):
     """Runs and job attempts as items of one DynamoDB table."""
 
+    reach = "anywhere"  # any machine with credentials for the table
+
     def __init__(self, table: str, *, ttl_days: float = 0.0) -> None:
         if not table:
             raise UserError("no DynamoDB table named: use dynamodb://TABLE")

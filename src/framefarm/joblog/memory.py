@@ -34,6 +34,8 @@ _registry_lock = threading.RLock()  # __init__ takes it too
 class MemoryJobLog(JobLog):
     """Records in dicts shared by name within the process."""
 
+    reach = "process"  # dicts of this process: worker processes cannot share them
+
     def __init__(self, name: str = "") -> None:
         self.name = name
         self.url = f"memory://{name}"

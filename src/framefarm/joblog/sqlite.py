@@ -127,6 +127,8 @@ class SqliteJobLog(JobLog):
     long, in all, a busy statement is tried again before a TransientError says so.
     """
 
+    reach = "machine"  # WAL shares memory between the processes of one machine (no NFS, EFS)
+
     def __init__(self, path: str | Path, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS,
                  patience: float = PATIENCE_SECONDS) -> None:
         self.path = Path(os.path.abspath(Path(path).expanduser()))

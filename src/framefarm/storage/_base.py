@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar
 
 from framefarm.errors import StorageKeyError, TransientError, UserError
 from framefarm.tracing import traced
@@ -26,6 +26,19 @@ from framefarm.tracing import traced
 PROBE_PREFIX = ".framefarm-probe-"
 """Names of the objects `probe()` writes and deletes (hidden: FileStorage lists skip them)."""
 _PROBE_DATA = b"framefarm storage probe\n" * 171  # 4 KB: a full disk refuses it, unlike b""
+
+REACHES = ("process", "machine", "anywhere")
+"""Who can use a backend, narrowest first: this process only (memory://), the processes of this
+machine (file://, sqlite:///), or any machine (s3://, dynamodb://). Storage and job-log backends
+declare theirs (`reach`); a runner says which one its jobs need (`Runner.backend_reach`)."""
+
+
+def check_reach(cls: type) -> None:
+    """Refuse a backend class whose `reach` is none of REACHES (at its definition)."""
+    found = getattr(cls, "reach", None)
+    if found not in REACHES:
+        raise TypeError(f"{cls.__module__}.{cls.__qualname__} declares reach {found!r}: use one "
+                        f"of {', '.join(REACHES)}")
 
 
 class StorageIOError(TransientError):
@@ -70,6 +83,13 @@ class Storage(ABC):
 
     url: str
     """The URL this storage was opened from (`file:///dir`, `s3://bucket/prefix`, `memory://name`)."""
+
+    reach: ClassVar[str] = "machine"
+    """Who can use this storage (REACHES): a runner whose jobs run elsewhere needs a wider one."""
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        check_reach(cls)
 
     # -- public API: validation here, work in the primitives --------------------------------
 

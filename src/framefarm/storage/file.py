@@ -40,6 +40,8 @@ class FileStorage(Storage):
     with '.' and never show in `list`.
     """
 
+    reach = "machine"  # every process of this machine sees the folder
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(os.path.abspath(Path(root).expanduser()))
         self.url = self.root.as_uri()

@@ -32,6 +32,8 @@ class MemoryStorage(Storage):
     subfolder is for `file://` and a prefix is for `s3://`.
     """
 
+    reach = "process"  # a dict of this process: worker processes cannot share it
+
     def __init__(self, name: str = "") -> None:
         shelf_name, _, sub = name.partition("/")
         if sub:

@@ -82,6 +82,8 @@ def _transfers(client: Any) -> TransferManager:
 class S3Storage(Storage):
     """Objects under `prefix` in `bucket`; keys map to `prefix/key`."""
 
+    reach = "anywhere"  # any machine with credentials for the bucket
+
     def __init__(self, bucket: str, prefix: str = "") -> None:
         if not bucket or "/" in bucket:
             raise UserError(f"bad S3 bucket name {bucket!r}: use s3://BUCKET/PREFIX")
