@@ -114,7 +114,9 @@ def sfn_stack(deploy_stack: Callable[..., dict[str, str]], moto_server: str,
     _moto_config(moto_server, {"stepfunctions": {"execute_state_machine": True}})
     monkeypatch.setenv("MOTO_PORT", moto_server.rpartition(":")[2])
     try:
-        outputs = deploy_stack()
+        # Render jobs of 1 vCPU: the sketch runs in the container's own process, so its exit
+        # is the container's (as tests/integration/test_batch.py's retry test).
+        outputs = deploy_stack(RenderVcpus="1")
         props = load_template()["Resources"]["StateMachine"]["Properties"]
         table = outputs["JobLogUrl"].removeprefix("dynamodb://")
         names = {"JobQueue": outputs["JobQueue"], "JobLogTable": table,
@@ -273,6 +275,10 @@ def test_a_sketch_error_fails_the_execution_naming_the_job(sfn_stack: dict[str, 
     assert execution["cause"].startswith("framefarm-sfn-fail-render failed (States.TaskFailed)")
     assert _states(sfn_stack, "sfn-fail")[-3:] == ["RenderCaught", "RecordFailure", "Failed"]
     assert not any(p.env["JOB_TYPE"] == "encode" for p in player.played)
+    chunk1 = [p.done.returncode for p in player.played
+              if p.env["JOB_TYPE"] == "render" and p.env["AWS_BATCH_JOB_ARRAY_INDEX"] == "1"]
+    assert chunk1 == [2]  # a sketch error is not retried, by Batch or by the state machine
+    assert _states(sfn_stack, "sfn-fail").count("RenderArray") == 1
     item = boto3.client("dynamodb").get_item(
         TableName=sfn_stack["JobLogUrl"].removeprefix("dynamodb://"),
         Key={"pk": {"S": "RUN#sfn-fail"}, "sk": {"S": "RUN"}})["Item"]
@@ -383,3 +389,36 @@ def test_above_the_array_limit_slices_render_in_a_distributed_map(
                                            "framefarm-sfn-map-render-1"}
     video = storage.get_file("runs/sfn-map/output.mp4", tmp_path / "sfn-map.mp4")
     _assert_video(video, sketch)
+
+
+def test_a_container_that_dies_is_retried_by_its_job_definition(
+        sfn_stack: dict[str, str], player: BatchPlayer, tmp_path: Path) -> None:
+    """A render container that dies (exit 137, as when its host goes away) is retried by the
+    job definition's retryStrategy, inside the same RenderArray state; the run succeeds."""
+    mark = tmp_path / "died-once"
+    flaky = tmp_path / "flaky.py"
+    flaky.write_text(
+        "import os, pathlib, numpy as np\n"
+        "def render(ctx):\n"
+        f"    mark = pathlib.Path({str(mark)!r})\n"
+        "    if ctx.frame == 3 and not mark.exists():\n"
+        "        mark.touch()\n"
+        "        os._exit(137)\n"
+        "    return np.full((ctx.height, ctx.width, 3), ctx.frame * 20, np.uint8)\n")
+    with player.in_background():
+        done = run_cli("render", str(flaky), "-o", str(tmp_path / "flaky.mp4"), "--runner",
+                       "stepfunctions", "--stack", sfn_stack["StackName"], "--frames", "8",
+                       "--size", "64x48", "--per-job", "4", "--run-id", "sfn-flaky", "--wait",
+                       cwd=tmp_path, env=dict(player.machine))
+        execution = _until(lambda: (e := _execution(sfn_stack, "sfn-flaky"))["status"]
+                           != "RUNNING" and e, what="the execution to end")
+    assert done.returncode == 0, done.stderr
+    assert execution["status"] == "SUCCEEDED"
+    renders = [(p.env["AWS_BATCH_JOB_ARRAY_INDEX"], p.env["AWS_BATCH_JOB_ATTEMPT"],
+                p.done.returncode) for p in player.played if p.env["JOB_TYPE"] == "render"]
+    assert sorted(renders) == [("0", "1", 137), ("0", "2", 0), ("1", "1", 0)]
+    assert _states(sfn_stack, "sfn-flaky").count("RenderArray") == 1
+    frames = list(read_frames(tmp_path / "flaky.mp4"))
+    assert len(frames) == 8
+    for i, frame in enumerate(frames):  # each frame the sketch's grey, within encoding noise
+        assert abs(float(frame.mean()) - i * 20) < 2, f"frame {i}"

@@ -4,6 +4,9 @@ machine's own definition in deploy/cloudformation.yaml, and its flags."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +23,7 @@ from framefarm.runners.stepfunctions import (
     fanout,
 )
 from tests.cfn import load_template
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 
 def _covered(slices: dict[str, Any], size: int) -> list[int]:
@@ -176,3 +179,24 @@ def test_batch_only_flags_are_refused_for_step_functions(tmp_path: Any) -> None:
                    "arn:x", cwd=tmp_path)
     assert done.returncode == 2 and "--state-machine only work with --runner stepfunctions" \
         in done.stderr
+
+
+def test_asl_validator_accepts_the_definition(tmp_path: Path) -> None:
+    """The definition, with its substitutions made, passes asl-validator's schema and path
+    checks (.ci/run installs it: `npm ci --prefix deploy/asl`); a broken one does not."""
+    validator = ROOT / "deploy" / "asl" / "node_modules" / ".bin" / "asl-validator"
+    if not validator.exists():
+        pytest.skip("asl-validator is not installed: npm ci --prefix deploy/asl")
+    text = json.dumps(load_template()["Resources"]["StateMachine"]["Properties"]["Definition"])
+    for name in ("JobQueue", "PlanJobDefinition", "RenderJobDefinition", "EncodeJobDefinition"):
+        text = text.replace("${" + name + "}", f"arn:aws:batch:us-east-1:123456789012:x/{name}")
+    good = tmp_path / "definition.json"
+    good.write_text(text.replace("${JobLogTable}", "ff-JobLogTable-1"))
+    done = subprocess.run([str(validator), "--json-path", str(good)], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0 and "is valid" in done.stdout, done.stdout + done.stderr
+    bad = tmp_path / "broken.json"
+    bad.write_text(good.read_text().replace('"Type": "Choice"', '"Type": "Chooser"', 1))
+    done = subprocess.run([str(validator), "--json-path", str(bad)], capture_output=True,
+                          text=True, check=False)
+    assert "PlanOrResume/Type is invalid" in done.stdout + done.stderr
