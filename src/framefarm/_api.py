@@ -22,7 +22,8 @@ def contract_env(*, sketch: str, output: Path, storage: str, joblog: str,
                  frames: int | None = None, per_job: int | None = None,
                  fps: str | float | None = None, size: tuple[int, int] | None = None,
                  crf: int | None = None, preset: str | None = None, run_id: str | None = None,
-                 keep_frames: bool = False, size_budget: float | None = None) -> dict[str, str]:
+                 keep_frames: bool = False, size_budget: float | None = None,
+                 kind: str | None = None) -> dict[str, str]:
     """The job contract's variables for one run; settings left as None are the plan's to choose."""
     env = {config.SKETCH: sketch, config.STORAGE: storage, config.JOBLOG: joblog,
            config.OUTPUT: str(output)}
@@ -32,6 +33,7 @@ def contract_env(*, sketch: str, output: Path, storage: str, joblog: str,
         config.HEIGHT: size[1] if size else None, config.CRF: crf, config.PRESET: preset,
         config.KEEP_FRAMES: "1" if keep_frames else None,
         config.SIZE_BUDGET: f"{size_budget:g}" if size_budget else None,
+        config.KIND: kind,
     }
     env.update({name: str(value) for name, value in optional.items() if value is not None})
     return env
@@ -48,15 +50,20 @@ class PreparedRun:
     output: Path
 
 
-def sketch_location(sketch: str) -> str:
-    """A file sketch as an absolute path (checked now, before anything runs); else as given."""
+def sketch_location(sketch: str, kind: str | None = None) -> str:
+    """A file sketch as an absolute path (checked now, before anything runs, with its kind:
+    its suffix or `kind`); else as given."""
     from framefarm._locations import sketch_location_kind
+    from framefarm.kinds import kind_of
 
     if sketch_location_kind(sketch) != "file":
+        if kind:
+            kind_of(sketch, kind)  # an unknown --kind is refused before anything runs
         return sketch
     path = Path(sketch).expanduser()
     if not path.is_file():
         raise UserError(f"sketch not found: {sketch} (give the path of a .py file with render(ctx))")
+    kind_of(sketch, kind)
     return str(path.resolve())
 
 
@@ -74,7 +81,7 @@ def prepare_run(sketch: str, output: str | Path, *, runner: str, storage: str | 
                 fps: str | float | None = None, size: tuple[int, int] | None = None,
                 crf: int | None = None, preset: str | None = None, run_id: str | None = None,
                 keep_frames: bool = False, size_budget: float | None = None,
-                frame_timeout: float | None = None) -> PreparedRun:
+                frame_timeout: float | None = None, kind: str | None = None) -> PreparedRun:
     """What `framefarm render` and `framefarm.render()` both check and settle before a runner
     starts, in this order: the output's path, the storage (opened and written to once), the job
     log, that the runner's jobs can reach both, the sketch's location; then the job contract.
@@ -96,10 +103,10 @@ def prepare_run(sketch: str, output: str | Path, *, runner: str, storage: str | 
     log = open_joblog(str(config.resolve(
         joblog, config.JOBLOG, defaults.get(config.JOBLOG) or config.default_joblog_url())))
     runner_class(runner).check_backends(opened.url, log.url)
-    env = contract_env(sketch=sketch_location(sketch), output=path, storage=opened.url,
+    env = contract_env(sketch=sketch_location(sketch, kind), output=path, storage=opened.url,
                        joblog=log.url, frames=frames, per_job=per_job, fps=fps, size=size,
                        crf=crf, preset=preset, run_id=run_id, keep_frames=keep_frames,
-                       size_budget=size_budget)
+                       size_budget=size_budget, kind=kind)
     env.update(frame_timeout_env(frame_timeout))
     return PreparedRun(env=env, storage=opened, joblog=log, output=path)
 
@@ -109,10 +116,12 @@ def render(sketch: str, output: str | Path, *, frames: int | None = None,
            size: tuple[int, int] | None = None, workers: int | None = None,
            storage: str | None = None, joblog: str | None = None, crf: int | None = None,
            preset: str | None = None, run_id: str | None = None, keep_frames: bool = False,
-           runner: str = "local", size_budget: float | None = None) -> RunResult:
+           runner: str = "local", size_budget: float | None = None,
+           kind: str | None = None) -> RunResult:
     """Render `sketch` to the video `output`; raises SketchError/UserError when the run fails,
     KeyboardInterrupt when it was stopped (Ctrl-C, `framefarm cancel`). `size_budget`: percent
-    the video may grow by for shorter segments (`--size-budget`). Checked as `framefarm render`
+    the video may grow by for shorter segments (`--size-budget`); `kind`: the kind of creative
+    code (`--kind`; default: the file's suffix says). Checked as `framefarm render`
     checks its flags (`prepare_run`)."""
     from framefarm import limits
 
@@ -121,7 +130,7 @@ def render(sketch: str, output: str | Path, *, frames: int | None = None,
     prepared = prepare_run(sketch, output, runner=runner, storage=storage, joblog=joblog,
                            frames=frames, per_job=per_job, fps=fps, size=size, crf=crf,
                            preset=preset, run_id=run_id, keep_frames=keep_frames,
-                           size_budget=size_budget)
+                           size_budget=size_budget, kind=kind)
     result = open_runner(runner, workers=workers).run(RunRequest(env=prepared.env))
     if result.cancelled:
         raise KeyboardInterrupt(f"run {result.run_id} was cancelled: framefarm resume "

@@ -80,7 +80,8 @@ def render_command(args: argparse.Namespace) -> int:
                            joblog=args.joblog, defaults=defaults, frames=args.frames,
                            per_job=args.per_job, fps=args.fps, size=args.size, crf=args.crf,
                            preset=args.preset, run_id=args.run_id, keep_frames=args.keep_frames,
-                           size_budget=args.size_budget, frame_timeout=args.frame_timeout)
+                           size_budget=args.size_budget, frame_timeout=args.frame_timeout,
+                           kind=args.kind)
     storage, joblog, env = prepared.storage, prepared.joblog, prepared.env
     if args.run_id:
         finished = _existing_run(joblog, args, sketch=env[config.SKETCH])

@@ -147,7 +147,8 @@ def build_parser(runner: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     render = sub.add_parser("render", help="render a sketch to a video")
-    render.add_argument("sketch", help="a .py file or package.module:function with render(ctx)")
+    render.add_argument("sketch", help="a .py file or package.module:function with render(ctx), "
+                        "or a GLSL shader (.frag, .glsl: Shadertoy's mainImage or a plain program)")
     render.add_argument("-o", "--output", required=True,
                         help="the video to write: an .mp4 (or .m4v) file, e.g. out.mp4")
     add = render.add_argument
@@ -160,6 +161,9 @@ def build_parser(runner: str | None = None) -> argparse.ArgumentParser:
              "frames) so that short videos split into a segment per worker, which is faster; "
              "0, the default, keeps segments at x264's key-frame interval (e.g. 2: plasma on 2 "
              "cores 1.2x faster, +0.4%% bytes)")
+    add("--kind", choices=("sketch", "shader"),
+        help="the kind of creative code the sketch is (default: its file's suffix says: .py a "
+             "sketch, .frag/.glsl a shader)")
     add("--fps", help="frames per second, e.g. 30 or 29.97 (default: the sketch's FPS, else 30)")
     add("--size", type=frame_size, help=_SIZE_HELP)
     add("--workers", type=workers, help=f"worker processes, at most {limits.MAX_WORKERS} "

@@ -156,7 +156,7 @@ class JobEnv:
         plan = None
         if job_type == "plan":
             plan = PlanRequest(
-                sketch=get(config.SKETCH), run_id=run_id or None,
+                sketch=get(config.SKETCH), run_id=run_id or None, kind=get(config.KIND) or None,
                 total_frames=number(config.TOTAL_FRAMES),
                 frames_per_job=None if get(config.FRAMES_PER_RENDER_JOB).lower() == "auto"
                 else number(config.FRAMES_PER_RENDER_JOB),

@@ -3,7 +3,7 @@ pixels the encoder takes.
 
 A sketch is a .py file, a `package.module:function`, or a storage URL of a .py file, with
 `render(ctx)` and optional `setup(ctx)`; module-level WIDTH, HEIGHT, FPS, FRAMES and SEED give
-defaults.
+defaults. Other kinds of creative code (a GLSL shader …: framefarm/kinds/) load as a Sketch too.
 """
 
 from __future__ import annotations
@@ -78,6 +78,8 @@ class Sketch:
     module: ModuleType = field(repr=False)
 
     display_name: str | None = None
+    kind: str = "sketch"
+    """What kind of creative code it is (framefarm/kinds/): sketch, shader …"""
 
     @property
     def name(self) -> str:
@@ -158,42 +160,60 @@ def _exec_file(path: Path, label: str, display_name: str | None = None) -> Modul
 
 
 def load_sketch(location: str, *, storage_loader: Callable[[str], Path] | None = None,
-                display_name: str | None = None) -> Sketch:
-    """Load a sketch from a .py path, `package.module:function`, or a storage URL.
+                display_name: str | None = None, kind: str | None = None) -> Sketch:
+    """Load a sketch from a file path, `package.module:function`, or a storage URL.
 
     `display_name` is the path the user knows the sketch by, for messages and tracebacks when
-    it is loaded from a copy.
+    it is loaded from a copy; `kind` forces the kind of a file (else its suffix says it).
     """
+    from framefarm.kinds import kind_of, load_kind
+
     os.environ.setdefault("MPLBACKEND", "Agg")  # pyplot sketches run headless
-    source: Path | None = None
-    render_name = "render"
-    kind = sketch_location_kind(location)
-    if kind == "url":
+    where = sketch_location_kind(location)
+    if where == "module":
+        return _load_module(location, display_name)
+    if where == "url":
         if storage_loader is None:
             raise UserError(f"sketch {location}: a storage URL needs storage to load it from")
         source = Path(storage_loader(location))
-        module = _exec_file(source, display_name or location, display_name)
-    elif kind == "module":
-        module_name, _, render_name = location.partition(":")
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())  # like `python -m`: modules beside the user first
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise UserError(f"sketch {location}: cannot import {module_name!r} ({exc}); "
-                            "install it or give a .py file") from None
-        except Exception as exc:
-            raise SketchError(f"sketch {location} failed while loading: "
-                              f"{type(exc).__name__}: {exc}", details=sketch_traceback(exc)) from None
-    else:
-        source = Path(location).expanduser()
-        if not source.is_file():
-            raise UserError(f"sketch not found: {location} (give the path of a .py file with render(ctx))")
-        if source.suffix != ".py":
-            raise UserError(f"sketch {location} is not a .py file: give a Python file with render(ctx)")
-        module = _exec_file(source.resolve(), location)
-    label = Path(display_name).name if display_name else (
-        source.name if source and "://" not in location else location)
+        label = Path(display_name).name if display_name else location
+        return load_kind(kind_of(location, kind), source, label=label,
+                         display_name=display_name or location)
+    source = Path(location).expanduser()
+    if not source.is_file():
+        raise UserError(f"sketch not found: {location} (give the path of a .py file with render(ctx))")
+    label = Path(display_name).name if display_name else source.name
+    return load_kind(kind_of(location, kind), source.resolve(), label=label,
+                     display_name=display_name or location)
+
+
+def load_python(path: Path, *, label: str, display_name: str | None) -> Sketch:
+    """A Python sketch file: run it as a fresh module and take its render(ctx)."""
+    module = _exec_file(path, label, display_name if display_name != str(path) else None)
+    return _from_module(module, location=str(path), label=label, source=path,
+                        display_name=display_name if display_name != str(path) else None)
+
+
+def _load_module(location: str, display_name: str | None) -> Sketch:
+    """An installed `package.module:function`."""
+    module_name, _, render_name = location.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: modules beside the user first
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UserError(f"sketch {location}: cannot import {module_name!r} ({exc}); "
+                        "install it or give a .py file") from None
+    except Exception as exc:
+        raise SketchError(f"sketch {location} failed while loading: "
+                          f"{type(exc).__name__}: {exc}", details=sketch_traceback(exc)) from None
+    label = Path(display_name).name if display_name else location
+    return _from_module(module, location=location, label=label, source=None,
+                        display_name=display_name, render_name=render_name)
+
+
+def _from_module(module: ModuleType, *, location: str, label: str, source: Path | None,
+                 display_name: str | None, render_name: str = "render") -> Sketch:
     render = getattr(module, render_name, None)
     if not callable(render):
         raise UserError(f"sketch {label} has no {render_name}(ctx) function: "
@@ -203,8 +223,7 @@ def load_sketch(location: str, *, storage_loader: Callable[[str], Path] | None =
         raise UserError(f"sketch {label}: setup must be a function setup(ctx), got {type(setup).__name__}")
     defaults, seed = _read_defaults(label, module)
     return Sketch(location=location, render=render, setup=setup, defaults=defaults, seed=seed,
-                  source=source.resolve() if source else None, module=module,
-                  display_name=display_name)
+                  source=source, module=module, display_name=display_name)
 
 
 class FrameSource:
@@ -232,6 +251,8 @@ class FrameSource:
               frame: int | None, what: str) -> object:
         try:
             return fn(ctx)
+        except UserError:
+            raise  # the kind's own word on bad input (a shader that does not compile)
         except Exception as exc:
             where = f"on frame {frame}" if frame is not None else f"in {what}()"
             raise SketchError(f"sketch {self.sketch.name} failed {where}: {type(exc).__name__}: {exc}",

@@ -22,7 +22,8 @@ def stage_sketch(env: dict[str, str], storage: Storage) -> None:
 
     location = env.get(config.SKETCH, "")
     if location and sketch_location_kind(location) == "file" and Path(location).is_file():
-        env[config.SKETCH] = store_sketch_file(Path(location), storage)
+        env[config.SKETCH] = store_sketch_file(Path(location), storage,
+                                               kind=env.get(config.KIND) or None)
 
 
 def take_local_output(env: dict[str, str]) -> str:

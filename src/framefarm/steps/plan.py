@@ -38,6 +38,8 @@ class PlanRequest:
 
     sketch: str
     run_id: str | None = None
+    kind: str | None = None
+    """The kind of creative code (framefarm/kinds/); None: the sketch file's suffix says."""
     total_frames: int | None = None
     frames_per_job: int | None = None
     width: int | None = None
@@ -124,13 +126,16 @@ def store_sketch(sketch: Sketch, storage: Storage) -> str:
     """
     if sketch.source is None:
         return sketch.location
-    return store_sketch_file(Path(sketch.source), storage)
+    return store_sketch_file(Path(sketch.source), storage, kind=sketch.kind)
 
 
-def store_sketch_file(path: Path, storage: Storage) -> str:
-    """Copy a sketch file to sketches/{sha256}.py (once) and return its storage URL."""
+def store_sketch_file(path: Path, storage: Storage, *, kind: str | None = None) -> str:
+    """Copy a sketch file to sketches/{sha256}.py (once; a shader's .frag, so every job loads
+    it as the kind it is: `kind`, else its suffix says) and return its storage URL."""
+    from framefarm.kinds import kind_of, suffix_of
+
     data = path.read_bytes()
-    key = sketch_key(hashlib.sha256(data).hexdigest())
+    key = sketch_key(hashlib.sha256(data).hexdigest(), suffix_of(kind_of(str(path), kind)))
     if not storage.exists(key):
         storage.put_bytes(key, data)
     return storage.url_for(key)
@@ -138,7 +143,8 @@ def store_sketch_file(path: Path, storage: Storage) -> str:
 
 def run_plan(request: PlanRequest, *, storage: Storage) -> Plan:
     """Load the sketch, settle every setting, store the sketch and plan.json; return the plan."""
-    sketch = load_sketch(request.sketch, storage_loader=lambda url: fetch_to_local(url, storage))
+    sketch = load_sketch(request.sketch, storage_loader=lambda url: fetch_to_local(url, storage),
+                         kind=request.kind)
     total = request.total_frames or sketch.defaults.frames or config.DEFAULT_FRAMES
     total = check_positive("frames", total)
     video = resolve_video(request, sketch)

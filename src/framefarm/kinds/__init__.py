@@ -1,0 +1,57 @@
+"""Kinds of creative code: what a sketch file is, and the module that turns it into frames.
+
+Each kind is one module with `load(path, *, label, display_name) -> Sketch`: it opens the
+source once per process and gives a `render(ctx)` that returns frame i as RGB(A), plus the
+defaults it knows (size, fps, frames). The pipeline sees only the Sketch, so a new kind
+(Manim scenes, pyvista, vispy) is one module more and one line here.
+
+The kind is chosen from the file (its suffix), or forced with `--kind` (FRAMEFARM_KIND); a
+sketch stored for the render jobs keeps its kind's suffix (sketches/{sha256}.frag), so every
+job loads it as the plan did.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from framefarm.errors import UserError
+
+if TYPE_CHECKING:
+    from framefarm.sketch import Sketch
+
+KINDS = {
+    "sketch": ("framefarm.sketch:load_python", ".py"),
+    "shader": ("framefarm.kinds.shader:load", ".frag"),
+}
+"""Kind -> its loader ("module:function") and the suffix its stored copy gets."""
+
+SUFFIXES = {".py": "sketch", ".frag": "shader", ".glsl": "shader", ".fs": "shader"}
+"""File suffix -> the kind it means."""
+
+
+def kind_of(path: str, forced: str | None = None) -> str:
+    """The kind of the sketch file at `path`: `forced` (--kind) when given, else by suffix."""
+    if forced:
+        if forced not in KINDS:
+            raise UserError(f"unknown kind {forced!r}: use one of {', '.join(KINDS)}")
+        return forced
+    found = SUFFIXES.get(Path(path).suffix.lower())
+    if found is None:
+        raise UserError(f"sketch {path} is not a .py file: give a Python file with render(ctx), "
+                        "a GLSL shader (.frag, .glsl), or name its kind with --kind")
+    return found
+
+
+def suffix_of(kind: str) -> str:
+    """The suffix a stored sketch of `kind` gets."""
+    return KINDS[kind][1]
+
+
+def load_kind(kind: str, path: Path, *, label: str, display_name: str | None) -> Sketch:
+    """Load the sketch file at `path` as `kind`."""
+    module_name, _, function = KINDS[kind][0].partition(":")
+    loader = getattr(importlib.import_module(module_name), function)
+    sketch: Sketch = loader(path, label=label, display_name=display_name)
+    return sketch
