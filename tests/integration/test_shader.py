@@ -16,7 +16,19 @@ from framefarm.kinds.shader import ShaderFrames
 from framefarm.video import read_frames
 from tests.conftest import EXAMPLES, psnr, run_cli
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.shader]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _headless_gl() -> None:
+    """The shader tests need Mesa's EGL (Debian's libegl1 libegl-mesa0 libgl1-mesa-dri), which
+    .ci/run installs; on a machine without it they say so."""
+    from framefarm.errors import UserError
+
+    try:
+        ShaderFrames(PLAIN, label="probe", width=8, height=8)
+    except UserError as exc:
+        pytest.skip(f"no headless OpenGL: {exc}")
 
 PLAIN = """#version 330
 uniform vec3 iResolution;
