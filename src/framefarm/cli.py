@@ -161,7 +161,7 @@ def build_parser(runner: str | None = None) -> argparse.ArgumentParser:
              "frames) so that short videos split into a segment per worker, which is faster; "
              "0, the default, keeps segments at x264's key-frame interval (e.g. 2: plasma on 2 "
              "cores 1.2x faster, +0.4%% bytes)")
-    add("--kind", choices=("sketch", "shader"),
+    add("--kind", choices=("sketch", "shader", "animation"),
         help="the kind of creative code the sketch is (default: its file's suffix says: .py a "
              "sketch, .frag/.glsl a shader)")
     add("--fps", help="frames per second, e.g. 30 or 29.97 (default: the sketch's FPS, else 30)")

@@ -80,6 +80,9 @@ class Sketch:
     display_name: str | None = None
     kind: str = "sketch"
     """What kind of creative code it is (framefarm/kinds/): sketch, shader …"""
+    verify: Callable[[int, int], None] | None = field(default=None, repr=False)
+    """The kind's check, run once by the plan at the video's size (width, height): a
+    UserError when its frames would differ between processes (unseeded randomness)."""
 
     @property
     def name(self) -> str:
@@ -131,9 +134,11 @@ def _read_defaults(sketch: str, module: ModuleType) -> tuple[SketchDefaults, int
     return defaults, seed
 
 
-def _exec_file(path: Path, label: str, display_name: str | None = None) -> ModuleType:
+def _exec_file(path: Path, label: str, display_name: str | None = None, *,
+               as_main: bool = False) -> ModuleType:
     """Run the sketch file as a fresh module; tracebacks name `display_name` (the user's own
-    file) when the code runs from a copy, such as the content-addressed one in storage."""
+    file) when the code runs from a copy, such as the content-addressed one in storage.
+    `as_main`: run it as a script (`__name__ == "__main__"`), as an animation script expects."""
     name = f"framefarm_sketch_{path.stem}_{next(_counter)}"
     try:
         source = path.read_text(encoding="utf-8")
@@ -144,6 +149,8 @@ def _exec_file(path: Path, label: str, display_name: str | None = None) -> Modul
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
     module = ModuleType(name)
     module.__file__ = str(path)
+    if as_main:
+        module.__name__ = "__main__"
     folder = str(path.parent)
     sys.path.insert(0, folder)  # so the sketch can import its sibling modules
     sys.modules[name] = module

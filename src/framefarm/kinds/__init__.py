@@ -24,11 +24,13 @@ if TYPE_CHECKING:
 KINDS = {
     "sketch": ("framefarm.sketch:load_python", ".py"),
     "shader": ("framefarm.kinds.shader:load", ".frag"),
+    "animation": ("framefarm.kinds.animation:load", ".anim.py"),
 }
 """Kind -> its loader ("module:function") and the suffix its stored copy gets."""
 
 SUFFIXES = {".py": "sketch", ".frag": "shader", ".glsl": "shader", ".fs": "shader"}
-"""File suffix -> the kind it means."""
+"""File suffix -> the kind it means (a .py that makes a matplotlib animation and defines no
+render(ctx) is an animation; its stored copy is .anim.py)."""
 
 
 def kind_of(path: str, forced: str | None = None) -> str:
@@ -37,11 +39,25 @@ def kind_of(path: str, forced: str | None = None) -> str:
         if forced not in KINDS:
             raise UserError(f"unknown kind {forced!r}: use one of {', '.join(KINDS)}")
         return forced
+    if path.lower().endswith(".anim.py"):
+        return "animation"
     found = SUFFIXES.get(Path(path).suffix.lower())
+    if found == "sketch" and _makes_animation(path):
+        return "animation"
     if found is None:
         raise UserError(f"sketch {path} is not a .py file: give a Python file with render(ctx), "
                         "a GLSL shader (.frag, .glsl), or name its kind with --kind")
     return found
+
+
+def _makes_animation(path: str) -> bool:
+    """A local .py file that makes a matplotlib animation and defines no render(ctx)."""
+    from framefarm.kinds.animation import looks_like_animation
+
+    try:
+        return looks_like_animation(Path(path).expanduser().read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return False  # a URL, or unreadable: the loader says what is wrong
 
 
 def suffix_of(kind: str) -> str:

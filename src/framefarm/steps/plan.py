@@ -148,6 +148,8 @@ def run_plan(request: PlanRequest, *, storage: Storage) -> Plan:
     total = request.total_frames or sketch.defaults.frames or config.DEFAULT_FRAMES
     total = check_positive("frames", total)
     video = resolve_video(request, sketch)
+    if sketch.verify is not None:
+        sketch.verify(video.width, video.height)
     per_job = request.frames_per_job or _auto_per_job(request, sketch, video, total)
     _check_chunk_count(total, per_job, request.max_chunks)
     plan = make_plan(run_id=request.run_id or new_run_id(), sketch=store_sketch(sketch, storage),
