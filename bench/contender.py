@@ -14,7 +14,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `bench` importable from the repository
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import contenders, peers
+from bench import contenders, kinds, peers
 from bench.harness import Workload
 
 CONTENDERS: dict[str, Callable[[Workload, Path], None]] = {
@@ -22,6 +22,7 @@ CONTENDERS: dict[str, Callable[[Workload, Path], None]] = {
     "limit": contenders.limit, "limit-every-core": contenders.limit_every_core,
     "floor": contenders.reference,
     "memory-parts": contenders.memory_parts, "reference": contenders.reference, **peers.CONTENDERS,
+    **kinds.CONTENDERS,
 }
 
 

@@ -97,6 +97,9 @@ WORKLOADS = (
     # naive is left out at 4K: Pillow's PNGs alone take ~1.5 s a frame there.
     Workload("plasma_4k", "plasma.py", 60, 3840, 2160,
              contenders=("pool", "framefarm", SPLIT, "limit", "limit-every-core")),
+    # Other kinds of creative code, each against its own tool's way (bench/kinds.py).
+    Workload("shader", "kaleidoscope.frag", 240, contenders=("moderngl-loop", "framefarm")),
+    Workload("animation", "growing_line.py", 120, 640, 360, contenders=("ani-save", "framefarm")),
 )
 QUICK_SIZES = {"plasma_4k": (1280, 720, 12)}
 """--quick runs every workload at 640x360 and at most 24 frames, except these (width, height,
