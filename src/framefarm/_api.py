@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from framefarm import config
+from framefarm.assets import asset_files, join_assets
 from framefarm.errors import SketchError, UserError
 from framefarm.runners import RunRequest, RunResult, open_runner
 
@@ -23,7 +24,7 @@ def contract_env(*, sketch: str, output: Path, storage: str, joblog: str,
                  fps: str | float | None = None, size: tuple[int, int] | None = None,
                  crf: int | None = None, preset: str | None = None, run_id: str | None = None,
                  keep_frames: bool = False, size_budget: float | None = None,
-                 kind: str | None = None) -> dict[str, str]:
+                 kind: str | None = None, assets: tuple[str, ...] = ()) -> dict[str, str]:
     """The job contract's variables for one run; settings left as None are the plan's to choose."""
     env = {config.SKETCH: sketch, config.STORAGE: storage, config.JOBLOG: joblog,
            config.OUTPUT: str(output)}
@@ -34,6 +35,7 @@ def contract_env(*, sketch: str, output: Path, storage: str, joblog: str,
         config.KEEP_FRAMES: "1" if keep_frames else None,
         config.SIZE_BUDGET: f"{size_budget:g}" if size_budget else None,
         config.KIND: kind,
+        config.ASSETS: join_assets(assets) if assets else None,
     }
     env.update({name: str(value) for name, value in optional.items() if value is not None})
     return env
@@ -81,7 +83,8 @@ def prepare_run(sketch: str, output: str | Path, *, runner: str, storage: str | 
                 fps: str | float | None = None, size: tuple[int, int] | None = None,
                 crf: int | None = None, preset: str | None = None, run_id: str | None = None,
                 keep_frames: bool = False, size_budget: float | None = None,
-                frame_timeout: float | None = None, kind: str | None = None) -> PreparedRun:
+                frame_timeout: float | None = None, kind: str | None = None,
+                assets: tuple[str, ...] = ()) -> PreparedRun:
     """What `framefarm render` and `framefarm.render()` both check and settle before a runner
     starts, in this order: the output's path, the storage (opened and written to once), the job
     log, that the runner's jobs can reach both, the sketch's location; then the job contract.
@@ -103,10 +106,16 @@ def prepare_run(sketch: str, output: str | Path, *, runner: str, storage: str | 
     log = open_joblog(str(config.resolve(
         joblog, config.JOBLOG, defaults.get(config.JOBLOG) or config.default_joblog_url())))
     runner_class(runner).check_backends(opened.url, log.url)
-    env = contract_env(sketch=sketch_location(sketch, kind), output=path, storage=opened.url,
+    location = sketch_location(sketch, kind)
+    if assets or Path(location).suffix == ".py":  # a missing asset is found before anything runs
+        from framefarm._locations import sketch_location_kind
+
+        if sketch_location_kind(location) == "file":
+            asset_files(Path(location), assets)
+    env = contract_env(sketch=location, output=path, storage=opened.url,
                        joblog=log.url, frames=frames, per_job=per_job, fps=fps, size=size,
                        crf=crf, preset=preset, run_id=run_id, keep_frames=keep_frames,
-                       size_budget=size_budget, kind=kind)
+                       size_budget=size_budget, kind=kind, assets=assets)
     env.update(frame_timeout_env(frame_timeout))
     return PreparedRun(env=env, storage=opened, joblog=log, output=path)
 
@@ -117,11 +126,12 @@ def render(sketch: str, output: str | Path, *, frames: int | None = None,
            storage: str | None = None, joblog: str | None = None, crf: int | None = None,
            preset: str | None = None, run_id: str | None = None, keep_frames: bool = False,
            runner: str = "local", size_budget: float | None = None,
-           kind: str | None = None) -> RunResult:
+           kind: str | None = None, assets: tuple[str, ...] = ()) -> RunResult:
     """Render `sketch` to the video `output`; raises SketchError/UserError when the run fails,
     KeyboardInterrupt when it was stopped (Ctrl-C, `framefarm cancel`). `size_budget`: percent
     the video may grow by for shorter segments (`--size-budget`); `kind`: the kind of creative
-    code (`--kind`; default: the file's suffix says). Checked as `framefarm render`
+    code (`--kind`; default: the file's suffix says); `assets`: files and folders beside the
+    sketch that it reads (`--asset`). Checked as `framefarm render`
     checks its flags (`prepare_run`)."""
     from framefarm import limits
 
@@ -130,7 +140,7 @@ def render(sketch: str, output: str | Path, *, frames: int | None = None,
     prepared = prepare_run(sketch, output, runner=runner, storage=storage, joblog=joblog,
                            frames=frames, per_job=per_job, fps=fps, size=size, crf=crf,
                            preset=preset, run_id=run_id, keep_frames=keep_frames,
-                           size_budget=size_budget, kind=kind)
+                           size_budget=size_budget, kind=kind, assets=assets)
     result = open_runner(runner, workers=workers).run(RunRequest(env=prepared.env))
     if result.cancelled:
         raise KeyboardInterrupt(f"run {result.run_id} was cancelled: framefarm resume "

@@ -81,7 +81,7 @@ def render_command(args: argparse.Namespace) -> int:
                            per_job=args.per_job, fps=args.fps, size=args.size, crf=args.crf,
                            preset=args.preset, run_id=args.run_id, keep_frames=args.keep_frames,
                            size_budget=args.size_budget, frame_timeout=args.frame_timeout,
-                           kind=args.kind)
+                           kind=args.kind, assets=tuple(args.asset or ()))
     storage, joblog, env = prepared.storage, prepared.joblog, prepared.env
     if args.run_id:
         finished = _existing_run(joblog, args, sketch=env[config.SKETCH])

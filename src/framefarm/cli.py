@@ -164,6 +164,10 @@ def build_parser(runner: str | None = None) -> argparse.ArgumentParser:
     add("--kind", choices=("sketch", "shader", "animation"),
         help="the kind of creative code the sketch is (default: its file's suffix says: .py a "
              "sketch, .frag/.glsl a shader)")
+    add("--asset", action="append", metavar="PATH",
+        help="a file or folder beside the sketch that it reads (textures, data, modules it "
+             "imports), laid out beside it in every job; repeat for more (a sketch's module-level "
+             "ASSETS list names them too)")
     add("--fps", help="frames per second, e.g. 30 or 29.97 (default: the sketch's FPS, else 30)")
     add("--size", type=frame_size, help=_SIZE_HELP)
     add("--workers", type=workers, help=f"worker processes, at most {limits.MAX_WORKERS} "

@@ -21,6 +21,7 @@ from typing import Any
 from opentelemetry.trace import Span
 
 from framefarm import _otel, config, tracing
+from framefarm.assets import parse_assets
 from framefarm.errors import FramefarmError, SketchError, TransientError, UserError
 from framefarm.integrity import describe_chunk
 from framefarm.joblog import JobLog, StatusConflict, now_iso, open_joblog
@@ -157,6 +158,7 @@ class JobEnv:
         if job_type == "plan":
             plan = PlanRequest(
                 sketch=get(config.SKETCH), run_id=run_id or None, kind=get(config.KIND) or None,
+                assets=tuple(parse_assets(get(config.ASSETS))),
                 total_frames=number(config.TOTAL_FRAMES),
                 frames_per_job=None if get(config.FRAMES_PER_RENDER_JOB).lower() == "auto"
                 else number(config.FRAMES_PER_RENDER_JOB),

@@ -91,6 +91,15 @@ def test_remote_runners_stage_a_local_sketch_and_bring_the_video_back(tmp_path: 
     fetch_output(store, "r1", str(tmp_path / "v.mp4"))
     assert (tmp_path / "v.mp4").read_bytes() == b"video bytes"
     fetch_output(store, "r1", "")  # nothing named: nothing fetched
+    # A sketch with assets goes as one bundle, beside its files, and the list with it.
+    (tmp_path / "tex").mkdir()
+    (tmp_path / "tex" / "a.png").write_bytes(b"png")
+    bundled = {"FRAMEFARM_SKETCH": str(sketch), "FRAMEFARM_ASSETS": "tex"}
+    stage_sketch(bundled, store)
+    assert "FRAMEFARM_ASSETS" not in bundled
+    prefix = bundled["FRAMEFARM_SKETCH"].split("/", 3)[3].rsplit("/", 1)[0]
+    assert prefix.startswith("bundles/") and sorted(store.list(prefix + "/")) == [
+        f"{prefix}/s.py", f"{prefix}/tex/a.png"]
 
 
 def test_one_rule_says_what_a_sketch_location_names(tmp_path: Path,

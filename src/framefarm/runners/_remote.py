@@ -18,12 +18,15 @@ if TYPE_CHECKING:
 def stage_sketch(env: dict[str, str], storage: Storage) -> None:
     """A sketch given as a local file goes to storage (sketches/{sha256}.py, once) and `env`
     names it there; a module or a storage URL stays as it is."""
+    from framefarm.assets import parse_assets
     from framefarm.steps.plan import store_sketch_file
 
     location = env.get(config.SKETCH, "")
     if location and sketch_location_kind(location) == "file" and Path(location).is_file():
-        env[config.SKETCH] = store_sketch_file(Path(location), storage,
-                                               kind=env.get(config.KIND) or None)
+        env[config.SKETCH] = store_sketch_file(
+            Path(location), storage, kind=env.get(config.KIND) or None,
+            assets=tuple(parse_assets(env.get(config.ASSETS, ""))))
+        env.pop(config.ASSETS, None)  # in the bundle now, beside the sketch
 
 
 def take_local_output(env: dict[str, str]) -> str:

@@ -8,6 +8,7 @@ import tempfile
 from fractions import Fraction
 from pathlib import Path
 
+from framefarm.assets import bundle_of, fetch_bundle
 from framefarm.sketch import FrameSource, load_sketch
 from framefarm.storage import Storage, open_storage
 
@@ -24,10 +25,15 @@ def fetch_to_local(url: str, storage: Storage | None = None) -> Path:
         storage = open_storage(parent)
     local = storage.local_path(key)
     if local is not None:
-        return local
+        return local  # a bundle's assets are beside it already
     global _cache_dir
     if _cache_dir is None:
         _cache_dir = Path(tempfile.mkdtemp(prefix="framefarm-sketches-"))
+    bundle = bundle_of(key)
+    if bundle is not None:  # the sketch with its assets, laid out as beside the user's file
+        into = _cache_dir / bundle
+        fetch_bundle(storage, bundle, into)
+        return into / key[len(bundle):]
     name = hashlib.sha256(url.encode()).hexdigest()[:16] + "-" + Path(key).name
     return storage.get_file(key, _cache_dir / name)
 

@@ -40,6 +40,8 @@ class PlanRequest:
     run_id: str | None = None
     kind: str | None = None
     """The kind of creative code (framefarm/kinds/); None: the sketch file's suffix says."""
+    assets: tuple[str, ...] = ()
+    """Files and folders the sketch brings (--asset), beside those it declares (ASSETS)."""
     total_frames: int | None = None
     frames_per_job: int | None = None
     width: int | None = None
@@ -119,23 +121,34 @@ def resolve_video(request: PlanRequest, sketch: Sketch) -> VideoSettings:
     return VideoSettings(width=width, height=height, fps=fps_text, crf=crf, preset=preset)
 
 
-def store_sketch(sketch: Sketch, storage: Storage) -> str:
-    """Copy a file sketch into storage by content hash; the URL render jobs load it from.
+def store_sketch(sketch: Sketch, storage: Storage, *, assets: tuple[str, ...] = ()) -> str:
+    """Copy a file sketch into storage by content hash (with its assets: a bundle); the URL
+    render jobs load it from.
 
-    A `module:function` sketch is an installed module: it is passed on as it is.
+    A `module:function` sketch is an installed module, and a bundle already stored (by a
+    remote runner) is where its jobs find it: both are passed on as they are.
     """
-    if sketch.source is None:
+    from framefarm.assets import BUNDLES
+
+    if sketch.source is None or f"/{BUNDLES}" in sketch.location:
         return sketch.location
-    return store_sketch_file(Path(sketch.source), storage, kind=sketch.kind)
+    return store_sketch_file(Path(sketch.source), storage, kind=sketch.kind, assets=assets)
 
 
-def store_sketch_file(path: Path, storage: Storage, *, kind: str | None = None) -> str:
+def store_sketch_file(path: Path, storage: Storage, *, kind: str | None = None,
+                      assets: tuple[str, ...] = ()) -> str:
     """Copy a sketch file to sketches/{sha256}.py (once; a shader's .frag, so every job loads
-    it as the kind it is: `kind`, else its suffix says) and return its storage URL."""
+    it as the kind it is: `kind`, else its suffix says) and return its storage URL; with
+    assets (named, or declared by the sketch), the sketch and its assets as a bundle."""
+    from framefarm.assets import asset_files, store_bundle
     from framefarm.kinds import kind_of, suffix_of
 
+    suffix = suffix_of(kind_of(str(path), kind))
+    files = asset_files(path, assets)
+    if files:
+        return store_bundle(path, files, storage, f"{path.name.split('.')[0]}{suffix}")
     data = path.read_bytes()
-    key = sketch_key(hashlib.sha256(data).hexdigest(), suffix_of(kind_of(str(path), kind)))
+    key = sketch_key(hashlib.sha256(data).hexdigest(), suffix)
     if not storage.exists(key):
         storage.put_bytes(key, data)
     return storage.url_for(key)
@@ -152,7 +165,8 @@ def run_plan(request: PlanRequest, *, storage: Storage) -> Plan:
         sketch.verify(video.width, video.height)
     per_job = request.frames_per_job or _auto_per_job(request, sketch, video, total)
     _check_chunk_count(total, per_job, request.max_chunks)
-    plan = make_plan(run_id=request.run_id or new_run_id(), sketch=store_sketch(sketch, storage),
+    plan = make_plan(run_id=request.run_id or new_run_id(),
+                     sketch=store_sketch(sketch, storage, assets=request.assets),
                      total_frames=total, frames_per_job=per_job, video=video, output=request.output,
                      keep_frames=request.keep_frames,
                      sketch_name=str(sketch.source) if sketch.source else sketch.location)
