@@ -1,13 +1,14 @@
-"""A sketch's assets: the files it reads (textures, data, the scripts it imports), laid out
-beside it in every worker and container exactly as beside the user's own file.
+"""A sketch's assets: the files it reads (textures, data, the scripts it imports), laid out beside
+it in every worker and container exactly as beside the user's own file.
 
-Assets are named by `--asset PATH` (FRAMEFARM_ASSETS, comma-separated) and by a Python sketch's
+Assets are named by `--asset PATH` (FRAMEFARM_ASSETS, comma-separated), by a Python sketch's
 module-level `ASSETS = ["data/points.csv", "textures/"]` (read without running the sketch: a
-literal list of strings), each a file or a folder (every file under it), relative to the
-sketch's folder. A sketch with assets is stored as a **bundle**: the sketch and its assets under
-`bundles/{sha256}/`, at their paths relative to the sketch, the hash over every path and
-content, so the same files upload once; the run's sketch URL names the sketch inside its bundle,
-and a job that loads it fetches the whole bundle into one folder first.
+literal list of strings) and by a shader's channel lines, each a file or a folder (every file
+under it), relative to the sketch's folder. A sketch with assets is stored as a **bundle**: the
+sketch and its assets under `bundles/{sha256}/`, at their paths relative to the sketch, the hash
+over every path and content, so the same files upload once; the run's sketch URL names the
+sketch inside its bundle, and a job that loads it fetches the whole bundle into one folder
+first.
 """
 
 from __future__ import annotations
@@ -29,9 +30,15 @@ MAX_ASSET_FILES = 10_000
 
 
 def declared_assets(sketch: Path) -> list[str]:
-    """A Python sketch's module-level `ASSETS` (a literal list or tuple of strings), else []."""
+    """A Python sketch's module-level `ASSETS` (a literal list or tuple of strings), a shader's
+    channel textures (`// framefarm: iChannel0 = noise.png`), else []."""
     if sketch.suffix != ".py":
-        return []
+        from framefarm.kinds.shader import channels
+
+        try:
+            return [name for _, name in channels(sketch.read_text(encoding="utf-8"))]
+        except (OSError, UnicodeDecodeError):
+            return []
     try:
         tree = ast.parse(sketch.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, SyntaxError):

@@ -129,3 +129,43 @@ def test_what_is_no_shader_is_named(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().startswith(f"framefarm: sketch {odd} is not a .py file: give a "
                                           "Python file with render(ctx), a GLSL shader")
+
+
+TEXTURED = """// framefarm: iChannel0 = textures/stripes.png
+void mainImage(out vec4 fragColor, in vec2 fragCoord)
+{
+    vec2 uv = fragCoord / iResolution.xy;
+    uv.x += iTime * 0.25;  // the texture scrolls (it repeats)
+    fragColor = vec4(texture(iChannel0, uv).rgb, 1.0);
+}
+"""
+
+
+def test_a_channel_texture_travels_with_the_shader(tmp_path: Path) -> None:
+    """`// framefarm: iChannel0 = …` names an image beside the shader: it is an asset, stored in
+    the shader's bundle, and every worker samples it."""
+    from PIL import Image
+
+    project = tmp_path / "project"
+    (project / "textures").mkdir(parents=True)
+    x = np.arange(64)
+    wave = 127 + 120 * np.sin(x / 64 * 2 * np.pi)  # soft bands: what x264 keeps at this size
+    stripes = np.stack([wave, 64 + x * 2, 255 - wave], axis=-1).astype(np.uint8)
+    Image.fromarray(np.broadcast_to(stripes, (64, 64, 3)).copy()).save(
+        project / "textures" / "stripes.png")
+    shader = project / "scroll.frag"
+    shader.write_text(TEXTURED)
+    done = run_cli("render", str(shader), "-o", str(tmp_path / "s.mp4"), "--frames", "16",
+                   "--size", "128x64", "--per-job", "4", "--workers", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    gl = ShaderFrames(TEXTURED, label="t", width=128, height=64, folder=project)
+    expected = [gl.draw(i, 30.0).copy() for i in range(16)]
+    assert expected[0].std() > 20  # the texture is there, not a black channel
+    _assert_frames(tmp_path / "s.mp4", expected)
+    [bundle] = (tmp_path / "framefarm-data" / "bundles").iterdir()
+    assert (bundle / "textures" / "stripes.png").is_file()
+    (project / "textures" / "stripes.png").unlink()
+    done = run_cli("render", str(shader), "-o", str(tmp_path / "t.mp4"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith(
+        "framefarm: asset textures/stripes.png of sketch scroll.frag not found")

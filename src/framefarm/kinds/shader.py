@@ -3,7 +3,9 @@
 A Shadertoy shader defines `mainImage(out vec4 fragColor, in vec2 fragCoord)` and uses the
 uniforms Shadertoy declares for it, which are declared here: `iResolution` (the frame's size),
 `iTime` (frame / fps), `iTimeDelta` (1 / fps), `iFrame`, `iFrameRate`, `iMouse` (at rest: 0)
-and `iDate`; `iChannel0..3` are declared (black until assets bring textures). A plain program
+and `iDate`; `iChannel0..3` are textures from image files beside the shader, named in it by a
+comment line `// framefarm: iChannel0 = textures/noise.png` (an asset, so it travels with the
+shader to every job), black when none is named. A plain program
 (`#version …` with its own `void main` writing an `out vec4`) gets whichever of those uniforms
 it declares.
 
@@ -61,6 +63,8 @@ void main() {
 _MAIN_IMAGE = re.compile(r"\bvoid\s+mainImage\s*\(")
 _MAIN = re.compile(r"\bvoid\s+main\s*\(")
 _VERSION = re.compile(r"^\s*#\s*version\b", re.MULTILINE)
+CHANNEL = re.compile(r"^\s*//\s*framefarm:\s*iChannel([0-3])\s*=\s*(\S+)\s*$", re.MULTILINE)
+"""A texture for one of Shadertoy's four channels: `// framefarm: iChannel0 = noise.png`."""
 _DRIVER_LINE = re.compile(r"^\s*\d+:(\d+)\(\d+\):\s*(.*)$|^\s*ERROR:\s*\d+:(\d+):\s*(.*)$")
 
 
@@ -88,7 +92,8 @@ def compile_error(label: str, log: str) -> str:
 class ShaderFrames:
     """One shader's program on this process's own EGL context, drawing frames of one size."""
 
-    def __init__(self, source: str, *, label: str, width: int, height: int) -> None:
+    def __init__(self, source: str, *, label: str, width: int, height: int,
+                 folder: Path | None = None) -> None:
         os.environ.setdefault("LP_NUM_THREADS", "0")
         try:
             import moderngl
@@ -114,7 +119,18 @@ class ShaderFrames:
         self.width, self.height = width, height
         self._set("iResolution", (float(width), float(height), 1.0))
         self._set("iMouse", (0.0, 0.0, 0.0, 0.0))
-        self._set("iChannelResolution", [(0.0, 0.0, 0.0)] * 4)
+        self.textures = []
+        sizes = [(0.0, 0.0, 0.0)] * 4
+        for channel, name in channels(source):
+            pixels = _image(folder or Path.cwd(), name, label)
+            texture = self.gl.texture((pixels.shape[1], pixels.shape[0]), 4, pixels.tobytes())
+            texture.repeat_x = texture.repeat_y = True
+            texture.build_mipmaps()
+            texture.use(location=channel)
+            self.textures.append(texture)
+            self._set(f"iChannel{channel}", channel)
+            sizes[channel] = (float(pixels.shape[1]), float(pixels.shape[0]), 1.0)
+        self._set("iChannelResolution", sizes)
 
     def _set(self, name: str, value: Any) -> None:
         if name in self.program:  # uniforms the shader does not use are compiled away
@@ -133,6 +149,24 @@ class ShaderFrames:
         self.array.render()
         pixels = np.frombuffer(self.target.read(components=3), dtype=np.uint8)
         return np.ascontiguousarray(pixels.reshape(self.height, self.width, 3)[::-1])
+
+
+def channels(source: str) -> list[tuple[int, str]]:
+    """The textures the shader names for its channels: (channel, path beside the shader)."""
+    return [(int(found.group(1)), found.group(2)) for found in CHANNEL.finditer(source)]
+
+
+def _image(folder: Path, name: str, label: str) -> np.ndarray:
+    """An image file as RGBA rows bottom-up (OpenGL's texture origin)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(folder / name) as image:
+            pixels = np.asarray(image.convert("RGBA"), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise UserError(f"shader {label}: texture {name} cannot be read ({exc}): put the image "
+                        "beside the shader, as its framefarm: iChannel line names it") from None
+    return np.ascontiguousarray(pixels[::-1])
 
 
 def check_source(source: str, label: str) -> None:
@@ -159,7 +193,8 @@ def load(path: Path, *, label: str, display_name: str | None) -> Sketch:
     def render(ctx: FrameContext) -> np.ndarray:
         size = (ctx.width, ctx.height)
         if size not in made:
-            made[size] = ShaderFrames(source, label=label, width=ctx.width, height=ctx.height)
+            made[size] = ShaderFrames(source, label=label, width=ctx.width, height=ctx.height,
+                                      folder=path.parent)
         return made[size].draw(ctx.frame, ctx.fps)
 
     def setup(ctx: FrameContext) -> None:
