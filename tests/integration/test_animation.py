@@ -130,3 +130,29 @@ def test_bad_animation_scripts_are_one_line(tmp_path: Path, source: str, said: s
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.strip().splitlines()
     assert line.startswith(f"framefarm: {said}"), line
+
+
+def test_an_animation_through_the_job_contract(tmp_path: Path) -> None:
+    """Planned, rendered out of order and encoded by separate `framefarm job` processes (as AWS
+    Batch runs them): each render job runs the script from storage and replays what it skips."""
+    script = EXAMPLES / "growing_line.py"
+    base = {"FRAMEFARM_STORAGE": (tmp_path / "bucket").as_uri(),
+            "FRAMEFARM_JOBLOG": f"sqlite:///{tmp_path}/log.db"}
+    plan = run_cli("job", cwd=tmp_path, env={
+        **base, "JOB_TYPE": "plan", "FRAMEFARM_SKETCH": str(script), "TOTAL_FRAMES": "60",
+        "FRAMES_PER_RENDER_JOB": "20", "FRAMEFARM_OUTPUT": str(tmp_path / "line.mp4")})
+    assert plan.returncode == 0, plan.stderr
+    run_id = plan.stdout.strip()
+    for index in (2, 0, 1):
+        render = run_cli("job", cwd=tmp_path, env={**base, "JOB_TYPE": "render",
+                                                   "FRAMEFARM_RUN_ID": run_id,
+                                                   "AWS_BATCH_JOB_ARRAY_INDEX": str(index)})
+        assert render.returncode == 0, render.stderr
+    encode = run_cli("job", cwd=tmp_path, env={**base, "JOB_TYPE": "encode",
+                                               "FRAMEFARM_RUN_ID": run_id})
+    assert encode.returncode == 0, encode.stderr
+    expected = _saved_by_matplotlib(script, tmp_path)[:60]
+    frames = list(read_frames(tmp_path / "line.mp4"))
+    assert len(frames) == 60
+    for i, frame in enumerate(frames):
+        assert psnr(frame, expected[i]) >= 35, f"frame {i}"
