@@ -445,6 +445,55 @@ def test_a_sketch_error_fails_the_run_without_retries(two_workers: tuple[str, li
     assert not (workdir / "u.mp4").exists()
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2,
+                    reason="a worker's job draws in several processes only with 2 CPUs or more")
+def test_one_worker_process_draws_its_chunks_after_a_failed_one(server: DevServer, workers: Workers,
+                                                                workdir: Path,
+                                                                write_sketch: Callable[..., Path]) -> None:
+    """The sketch-error test above lost an attempt about 1 run in 7 (its heartbeat timed out,
+    then a retry): the failed chunk's encoder stayed behind as garbage, with x264's threads, and
+    a later chunk's drawers, forked from the job, hung collecting it. Here one job process
+    renders every chunk of a run whose chunk 0 fails, then every chunk of a second run. Both
+    sketches are set up with the collector off (so that garbage waits) and collect in every frame
+    they draw: drawers from the job's forkserver inherit nothing, so neither run loses an
+    attempt, and the second one's video is whole."""
+    queue = queue_name()
+    workers.start(queue, 1)
+    collecting = """
+        import gc, time
+        import numpy as np
+
+        def setup(ctx):
+            gc.disable()
+
+        def render(ctx):
+            if ctx.frame == FAILS_AT:
+                time.sleep(0.3)  # once the frames before it are in the encoder
+                raise ValueError("frame five is unlucky")
+            gc.collect()
+            return np.full((ctx.height, ctx.width, 3), ctx.frame * 9, np.uint8)
+    """
+    unlucky = write_sketch(collecting.replace("FAILS_AT", "5"), "unlucky.py")
+    began = time.monotonic()
+    failed = run_cli(*render_args(unlucky, workdir / "u.mp4", "unlucky", address=server.address,
+                                  queue=queue), cwd=workdir, timeout=120)
+    assert failed.returncode == 2, failed.stderr
+    assert "frame 5" in failed.stderr and "ValueError: frame five is unlucky" in failed.stderr
+    lucky = write_sketch(collecting.replace("FAILS_AT", "-1"), "lucky.py")
+    out = workdir / "l.mp4"
+    done = run_cli(*render_args(lucky, out, "lucky", address=server.address, queue=queue),
+                   cwd=workdir, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - began < 60  # a lost attempt waits 30 s for its heartbeat alone
+    assert [round(float(f.mean()) / 9) for f in read_frames(out)] == list(range(24))
+    log = open_joblog(config.default_joblog_url(workdir))
+    for run, first in (("unlucky", "FAILED"), ("lucky", "SUCCEEDED")):
+        jobs = log.jobs(run)
+        assert [(j.job, j.attempt, j.status) for j in jobs if j.kind == "render"] == [
+            ("render:0", 1, first), ("render:1", 1, "SUCCEEDED"), ("render:2", 1, "SUCCEEDED"),
+            ("render:3", 1, "SUCCEEDED")], [(j.job, j.attempt, j.status, j.error[:300]) for j in jobs]
+
+
 def test_settings_and_bad_input(workdir: Path) -> None:
     assert render_timeout(30, 30.0) == 960.0  # each frame may take a heartbeat timeout
     assert fan_out_size(1_000) == 1 and fan_out_size(1_001) == 1_000

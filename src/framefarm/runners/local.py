@@ -36,7 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from framefarm import _otel, config, job, limits, tracing
-from framefarm._procs import die_with, die_with_parent, how_it_ended, process_alive
+from framefarm._procs import (
+    die_with,
+    die_with_parent,
+    fork_forkserver,
+    how_it_ended,
+    native_threads,
+    process_alive,
+)
 from framefarm.errors import UserError
 from framefarm.integrity import describe_chunk
 from framefarm.job import JobEnv, run_job
@@ -251,6 +258,10 @@ class LocalRunner(Runner):
         self.workers = workers or default_workers()
         self.max_memory = max_memory
         self.announce = announce or (lambda line: None)
+        self._threads_before: frozenset[str] = frozenset()
+        """The native threads this process had when the run began (see _context)."""
+        self._real_tempdir: str | None = None
+        """tempfile.tempdir outside the run's scratch folder (see _socket_folder)."""
 
     @classmethod
     def reopen(cls, settings: Mapping[str, str], **options: Any) -> LocalRunner:
@@ -263,6 +274,7 @@ class LocalRunner(Runner):
         """Plan here, render in `workers` processes, encode here once every chunk succeeded."""
         from framefarm.steps import new_run_id
 
+        self._threads_before = native_threads()  # before the plan runs the sketch (_context)
         env = self._env(request.env)
         run_id = env.setdefault(config.RUN_ID, new_run_id())
         _, joblog = process_backends(env)
@@ -283,6 +295,7 @@ class LocalRunner(Runner):
     def resume(self, request: ResumeRequest, *,
                on_progress: ProgressCallback | None = None) -> RunResult:
         """Render the request's chunks of the planned run, then encode."""
+        self._threads_before = native_threads()
         env = self._env(request.env)
         run_id = request.run.run_id
         _, joblog = process_backends(env)
@@ -334,12 +347,8 @@ class LocalRunner(Runner):
         in this process (plan, encode), swept like the workers' if the driver is killed."""
         lease = joblog.acquire_lease(run_id)
         sweep_scratch()
-        if threading.active_count() > 1:
-            # A forkserver will start the workers: its socket's folder is made in the real
-            # temporary folder (multiprocessing keeps it for the process's life), not in ours.
-            multiprocessing.util.get_temp_dir()
         scratch = tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-{run_id[:40]}-w0-")
-        before = tempfile.tempdir
+        before = self._real_tempdir = tempfile.tempdir
         tempfile.tempdir = scratch
         try:
             yield lease
@@ -412,12 +421,28 @@ class LocalRunner(Runner):
                           f"each); the other workers draw their frames")
         return fits
 
+    def _socket_folder(self) -> None:
+        """Before a forkserver starts: multiprocessing's temporary folder, where its socket goes,
+        made in the real temporary folder, not in the run's scratch folder (multiprocessing
+        keeps it for the process's life, and removes it at exit)."""
+        scratch, tempfile.tempdir = tempfile.tempdir, self._real_tempdir
+        try:
+            multiprocessing.util.get_temp_dir()
+        finally:
+            tempfile.tempdir = scratch
+
     def _context(self) -> BaseContext:
-        # fork when this process has a single thread: workers start in milliseconds with
-        # framefarm, NumPy and PyAV already imported. Otherwise (threads do not survive a fork
-        # safely) fork from a forkserver that imported them once.
-        if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        # fork when this process runs no Python thread but its main one and no native thread
+        # started since the run began (the plan ran the sketch here: a GL driver's threads,
+        # x264's of an encoder not yet collected): workers start in milliseconds with
+        # framefarm, NumPy and PyAV already imported. Native threads from before the run
+        # (NumPy's BLAS pool, which handles fork itself) are trusted, as they always were.
+        # Otherwise (a fork copies the threads' locks without the threads) fork from a
+        # forkserver that imported them once.
+        if (threading.active_count() == 1 and native_threads() <= self._threads_before
+                and "fork" in multiprocessing.get_all_start_methods()):
             return multiprocessing.get_context("fork")
+        self._socket_folder()
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(_PRELOAD)
         return context
@@ -452,6 +477,13 @@ class _Drive:
         if not self.queue:
             return []
         self._context = self.runner._context()
+        if self._context.get_start_method() == "fork" and self._drawn_by_several():
+            # Drawers must not be forks of their job, which has threads (steps/_drawing.py):
+            # they start from a forkserver that is a fork of this process, made before the
+            # workers, which share it. (A fork costs milliseconds, a fresh interpreter's
+            # imports 0.3 s; a worker without it starts its own.)
+            self.runner._socket_folder()
+            fork_forkserver()
         began = last_renew = last_check = time.monotonic()
         try:
             for _ in range(min(self.runner.workers, len(self.queue), self.encoders)):
@@ -489,6 +521,11 @@ class _Drive:
                 worker.stop()
             self.workers.clear()
         return self.failures
+
+    def _drawn_by_several(self) -> bool:
+        """Some chunk will start with more than one CPU: fewer chunks than workers."""
+        return (self.runner.workers > min(len(self.queue), self.encoders)
+                and any(len(task.chunk) > 1 for task in self.queue))
 
     # -- workers ------------------------------------------------------------------------------
 

@@ -5,15 +5,22 @@ This is how a segment stays long (every segment restarts x264 with a key frame, 
 size: see steps/_sizing.py) while every core works on it: the sketch runs `count` wide, and
 the encoder runs beside it with its own threads.
 
-The drawers are forked from the job's process once its sketch is set up, so they start drawing
-at once with the sketch's state already built (setup() ran once, in the job). Each drawer owns
-a few frame slots in memory shared with the job (an anonymous shared mapping made before the
-fork: no names, nothing to clean up when a process is killed). The job hands each free slot the
-next frame to draw, so a drawer with quick frames draws more of them (frames are taken, not
-dealt), converts it to the encoder's Y'CbCr 4:2:0 and says which slot holds it; the job encodes
-frames in order and gives the slot back. A drawer ends with the job (PDEATHSIG and a watch on
-its parent), and a job whose drawer dies fails with the frame it was drawing, exit 1, for the
-runner to retry.
+The drawers start from a forkserver of the job's own (framefarm._procs.start_clean), never as
+forks of the job: a job has threads (its job-log watch, Temporal's heartbeats, x264's threads
+of an encoder not yet collected, whatever native threads the sketch started), and a fork copies
+their locks without them — a drawer forked beside the previous chunk's encoder hung in
+x264_encoder_close when its garbage collector freed that encoder. So each drawer opens the
+sketch itself (its setup() runs once per drawer, as once per worker process) and starts in
+milliseconds all the same: the forkserver imported NumPy, PyAV and framefarm once.
+
+Each drawer owns a few frame slots in memory shared with the job (a memfd, nameless: nothing to
+clean up when a process is killed). The job hands each free slot the next frame to draw, so a
+drawer with quick frames draws more of them (frames are taken, not dealt), converts it to the
+encoder's Y'CbCr 4:2:0 and says which slot holds it; the job encodes frames in order and gives
+the slot back. A drawer ends with the job (a watch on its pid, and PDEATHSIG with its
+forkserver), and a job whose drawer dies fails with the frame it was drawing, exit 1, for the
+runner to retry. A sketch that fails to load or set up in a drawer fails the job as it would in
+the job's own process (exit 2).
 """
 
 from __future__ import annotations
@@ -24,21 +31,22 @@ import multiprocessing
 import os
 import signal
 import time
-import warnings
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for
+from pathlib import Path
 from typing import NoReturn
 
 import av
 import numpy as np
 
 from framefarm._frames import png_bytes
-from framefarm._procs import die_with, die_with_parent, how_it_ended
+from framefarm._procs import PassedFd, die_with, die_with_parent, how_it_ended, start_clean
 from framefarm.errors import FramefarmError
-from framefarm.sketch import FrameSource
+from framefarm.sketch import FrameSource, load_sketch
 from framefarm.steps._keys import frame_key
 from framefarm.storage import Storage, open_storage
 from framefarm.video import to_yuv
@@ -52,6 +60,28 @@ for rows of the frame before it), so one preempted by a drawer stalls the others
 priority 2 drawers beside a 2-thread encoder on 2 cores took 8.1-8.5 s for plasma's 240 frames,
 at nice 10 5.8-5.9 s. The drawers still get every cycle the encoder leaves: it waits for them
 as soon as its frames run out."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DrawerSketch:
+    """What a drawer needs to open the sketch itself: where it is, and the video it draws for."""
+
+    location: str
+    """As the plan gives it: a storage URL, `module:attr` or a path."""
+    local_file: str = ""
+    """The sketch's local copy, when `location` is a storage URL (the job fetched it)."""
+    display_name: str = ""
+    width: int
+    height: int
+    rate: Fraction
+    total_frames: int
+
+    def open(self) -> FrameSource:
+        """The sketch loaded and set up in this process, as the job's own process would."""
+        sketch = load_sketch(self.location, storage_loader=lambda _url: Path(self.local_file),
+                             display_name=self.display_name or None)
+        return FrameSource(sketch, width=self.width, height=self.height, fps=self.rate,
+                           total_frames=self.total_frames)
 
 
 class DrawerLost(FramefarmError):
@@ -70,28 +100,32 @@ class Drawn:
 
 
 class _Drawer:
-    """One drawing process (forked directly: a job may itself run in a daemonic worker, which
-    multiprocessing does not let have children), its pipe and its slots."""
+    """One drawing process (from the job's forkserver), its pipe and its slots."""
 
-    def __init__(self, source: FrameSource, number: int, frame_bytes: int,
+    def __init__(self, sketch: DrawerSketch, number: int, frame_bytes: int,
                  keep: tuple[str, str] | None) -> None:
         self.frame_bytes = frame_bytes
-        self.memory = mmap.mmap(-1, SLOTS_PER_DRAWER * frame_bytes)  # shared with the fork
-        self.conn, child = multiprocessing.Pipe()
-        parent = os.getpid()
-        with warnings.catch_warnings():  # Python 3.12+ frowns on forking beside threads: the
-            warnings.simplefilter("ignore", DeprecationWarning)  # child only draws (see below)
-            pid = os.fork()
-        if pid == 0:  # the drawer: it never returns from here
+        size = SLOTS_PER_DRAWER * frame_bytes
+        slots = os.memfd_create(f"framefarm-drawer-{number}-slots")
+        try:
+            os.ftruncate(slots, size)
+            self.memory = mmap.mmap(slots, size)  # shared: the drawer maps the same memfd
+            self.conn, child = multiprocessing.Pipe()
             try:
+                self.process = start_clean(
+                    _drawer_main, (child, PassedFd(slots), sketch, frame_bytes, keep, os.getpid()),
+                    name=f"framefarm-drawer-{number}")
+            except BaseException:
                 self.conn.close()
-                _drawer_main(child, self.memory, source, frame_bytes, keep, parent)
+                self.memory.close()
+                raise
             finally:
-                os._exit(1)
-        child.close()
-        self.pid = pid
+                child.close()
+        finally:
+            os.close(slots)
+        self.pid = self.process.pid
         self.exitcode: int | None = None
-        self.ended = os.pidfd_open(pid)  # readable once the drawer has ended
+        self.ended = self.process.sentinel  # readable once the drawer has ended
         self.free = deque(range(SLOTS_PER_DRAWER))
         self.drawing: dict[int, int] = {}
         """Frames sent and not yet delivered, by slot."""
@@ -102,38 +136,39 @@ class _Drawer:
 
     def reap(self, timeout: float) -> int | None:
         """Wait up to `timeout` s for the drawer to end; its exit code (-N: signal N)."""
-        if self.exitcode is None and wait_for([self.ended], timeout):
-            with contextlib.suppress(ChildProcessError):
-                _, status = os.waitpid(self.pid, 0)
-                self.exitcode = os.waitstatus_to_exitcode(status)
+        if self.exitcode is None:
+            self.exitcode = self.process.wait(timeout)
         return self.exitcode
 
-    def stop(self) -> None:
+    def ask_to_stop(self) -> None:
         with contextlib.suppress(OSError):
             self.conn.send(None)
+
+    def stop(self) -> None:
+        """Ask, wait up to 2 s, then kill; let go of its pipe, sentinel and slots."""
+        self.ask_to_stop()
         if self.reap(2) is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
+            self.process.kill()
             self.reap(2)
         self.conn.close()
-        os.close(self.ended)
+        self.process.close()
         with contextlib.suppress(BufferError):  # a view may outlive us; the mapping goes with it
             self.memory.close()
 
 
 class Drawers:
-    """`count` processes drawing frames of `source` for this process to encode."""
+    """`count` processes drawing frames of `sketch` for this process to encode."""
 
-    def __init__(self, source: FrameSource, count: int, *,
+    def __init__(self, sketch: DrawerSketch, count: int, *,
                  keep: tuple[str, str] | None = None) -> None:
         """`keep`: (storage URL, run id) to store each frame's PNG there (frames kept)."""
-        self._shape = (source.height * 3 // 2, source.width)
+        self._shape = (sketch.height * 3 // 2, sketch.width)
         frame_bytes = self._shape[0] * self._shape[1]
         self._drawers: list[_Drawer] = []
         try:
             for n in range(1, count + 1):
-                self._drawers.append(_Drawer(source, n, frame_bytes, keep))
-        except BaseException:  # a fork refused (no memory, a process limit): none is left
+                self._drawers.append(_Drawer(sketch, n, frame_bytes, keep))
+        except BaseException:  # a start refused (no memory, a process limit): none is left
             self.close()
             raise
 
@@ -195,41 +230,50 @@ class Drawers:
         raise DrawerLost(f"its drawing process, pid {drawer.pid}, {how_it_ended(exitcode)}{on}")
 
     def close(self) -> None:
-        """Stop every drawer (each ends with this process anyway)."""
+        """Stop every drawer (each ends with this process anyway): all are told at once, then
+        each is waited for."""
+        for drawer in self._drawers:
+            drawer.ask_to_stop()
         for drawer in self._drawers:
             drawer.stop()
         self._drawers = []
 
 
-def _drawer_main(conn: Connection, memory: mmap.mmap, source: FrameSource, frame_bytes: int,
+def _drawer_main(conn: Connection, slots: int, sketch: DrawerSketch, frame_bytes: int,
                  keep: tuple[str, str] | None, parent: int) -> NoReturn:
-    """A drawer: draw the frame each message names into its slot, until told to stop.
-
-    Forked from a job that may run threads (its job-log watch, tracing's exporter); this
-    process uses none of what they hold (the job log, spans): it only draws, converts and
-    writes into its slots, and ends with os._exit, so nothing inherited is flushed or closed.
-    """
+    """A drawer: open the sketch, then draw the frame each message names into its slot, until
+    told to stop. A sketch that cannot be opened answers every frame with its error."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     die_with_parent()
     die_with(parent)
     with contextlib.suppress(OSError):
         os.nice(DRAWER_NICE)
+    memory = mmap.mmap(slots, SLOTS_PER_DRAWER * frame_bytes)
+    os.close(slots)
     clock = time.perf_counter
     storage: Storage | None = None
+    source: FrameSource | None = None
+    failed: Exception | None = None
+    try:
+        source = sketch.open()
+    except Exception as exc:  # the sketch's error (UserError, SketchError): the job's to report
+        failed = _portable(exc)
     code = 0
     try:
         while (message := conn.recv()) is not None:
             frame, slot = message
             began = clock()
             try:
+                if source is None:
+                    raise failed or FramefarmError("the sketch did not open")
                 pixels = source.frame(frame)
                 drawn = clock()
                 yuv = to_yuv(pixels).to_ndarray()
                 start = slot * frame_bytes
                 np.frombuffer(memory, np.uint8, frame_bytes, start)[:] = yuv.reshape(-1)
                 converted = clock()
-                if keep is not None:  # its own client: one inherited through a fork is not safe
+                if keep is not None:
                     storage = storage or open_storage(keep[0])
                     storage.put_bytes(frame_key(keep[1], frame), png_bytes(pixels))
             except Exception as exc:  # the sketch's error (SketchError) or a bad frame

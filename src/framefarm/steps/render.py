@@ -10,12 +10,14 @@ import numpy as np
 
 from framefarm import tracing
 from framefarm._frames import png_bytes
+from framefarm._locations import sketch_location_kind
 from framefarm.errors import UserError
 from framefarm.integrity import file_digest
-from framefarm.model import Chunk
-from framefarm.steps._drawing import Drawers
+from framefarm.model import Chunk, Plan
+from framefarm.sketch import FrameSource
+from framefarm.steps._drawing import Drawers, DrawerSketch
 from framefarm.steps._keys import frame_key, segment_key
-from framefarm.steps._sources import frame_source
+from framefarm.steps._sources import fetch_to_local, frame_source
 from framefarm.steps.plan import read_plan_and_hash
 from framefarm.storage import Storage
 from framefarm.video import SegmentWriter, scratch_file, segment_keyint
@@ -70,24 +72,26 @@ def run_render(request: RenderRequest, *, storage: Storage,
     if on_chunk is not None:
         on_chunk(chunk)
     video = plan.video
-    source = frame_source(plan.sketch, storage=storage, width=video.width, height=video.height,
-                          rate=video.rate, total_frames=plan.total_frames,
-                          display_name=plan.sketch_name)
     tracing.current_span().set_attributes({"framefarm.frame_start": chunk.start,
                                            "framefarm.frame_stop": chunk.stop})
     tracer = tracing.tracer()
-    # More CPUs than frames help nobody: a 1-frame chunk neither forks drawers nor starts
-    # encoder threads that would have nothing to do.
+    # More CPUs than frames help nobody: a 1-frame chunk neither starts drawers nor encoder
+    # threads that would have nothing to do.
     cpus = min(request.cpus, len(chunk)) if request.cpus > 0 else request.cpus
     threads = min(cpus, ENCODER_THREADS) if cpus > 1 else cpus
     keep = (storage.url, plan.run_id) if plan.keep_frames else None
     clock = time.perf_counter
+    source: FrameSource | None = None
+    if cpus <= 1:  # this process draws: the sketch is set up here, once per process
+        source = frame_source(plan.sketch, storage=storage, width=video.width,
+                              height=video.height, rate=video.rate,
+                              total_frames=plan.total_frames, display_name=plan.sketch_name)
     tmp = scratch_file(".mp4")
     drawers: Drawers | None = None
     try:
-        if cpus > 1:  # forked now, with the sketch set up: a fork costs milliseconds;
-            # they end with the chunk, reaped by this process (their CPU time is the job's)
-            drawers = Drawers(source, cpus, keep=keep)
+        if source is None:  # the drawers start now and open the sketch themselves, while this
+            # process opens the encoder; they end with the chunk (their CPU time is the job's)
+            drawers = Drawers(_drawer_sketch(plan, storage), cpus, keep=keep)
         with SegmentWriter(tmp, video=video, threads=threads,
                            keyint=segment_keyint(plan.frames_per_job)) as writer:
             if drawers is not None:
@@ -101,19 +105,20 @@ def run_render(request: RenderRequest, *, storage: Storage,
                                              "framefarm.encode_seconds": clock() - encoded})
                     if on_frame is not None:
                         on_frame(done)
-            for done, frame in enumerate(chunk.frames if drawers is None else (), start=1):
-                with tracer.start_as_current_span("frame") as span:
-                    drawn_at = clock()
-                    pixels = source.frame(frame)
-                    encoded = clock()
-                    writer.write(pixels)
-                    span.set_attributes({"framefarm.frame": frame,
-                                         "framefarm.render_seconds": encoded - drawn_at,
-                                         "framefarm.encode_seconds": clock() - encoded})
-                    if plan.keep_frames:
-                        _store_png(storage, frame_key(plan.run_id, frame), pixels)
-                if on_frame is not None:
-                    on_frame(done)
+            if source is not None:
+                for done, frame in enumerate(chunk.frames, start=1):
+                    with tracer.start_as_current_span("frame") as span:
+                        drawn_at = clock()
+                        pixels = source.frame(frame)
+                        encoded = clock()
+                        writer.write(pixels)
+                        span.set_attributes({"framefarm.frame": frame,
+                                             "framefarm.render_seconds": encoded - drawn_at,
+                                             "framefarm.encode_seconds": clock() - encoded})
+                        if plan.keep_frames:
+                            _store_png(storage, frame_key(plan.run_id, frame), pixels)
+                    if on_frame is not None:
+                        on_frame(done)
             flush = tracer.start_span("flush")  # the encoder drains its look-ahead: encode time
         flush.end()
         key = segment_key(plan.run_id, chunk.index)
@@ -126,6 +131,17 @@ def run_render(request: RenderRequest, *, storage: Storage,
     return RenderResult(index=chunk.index, start=chunk.start, stop=chunk.stop, segment=key,
                         frames=len(chunk), seconds=time.perf_counter() - began, sha256=sha,
                         bytes=size, plan_hash=digest)
+
+
+def _drawer_sketch(plan: Plan, storage: Storage) -> DrawerSketch:
+    """The plan's sketch as drawers open it: a stored sketch is fetched here once, and the
+    drawers read its local copy."""
+    video = plan.video
+    local = (str(fetch_to_local(plan.sketch, storage))
+             if sketch_location_kind(plan.sketch) == "url" else "")
+    return DrawerSketch(location=plan.sketch, local_file=local, display_name=plan.sketch_name,
+                        width=video.width, height=video.height, rate=video.rate,
+                        total_frames=plan.total_frames)
 
 
 def _store_png(storage: Storage, key: str, pixels: np.ndarray) -> None:

@@ -31,7 +31,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory, Ca
 
 from framefarm import config
 from framefarm import job as job_module
-from framefarm._procs import die_with, how_it_ended
+from framefarm._procs import die_with, how_it_ended, start_forkserver
 from framefarm.errors import UserError
 from framefarm.integrity import describe_chunk
 from framefarm.job import JobEnv, run_job
@@ -64,13 +64,17 @@ _process: dict[str, int] = {"cpus": 0}
 
 def start_process(cpus: int, traced: bool, worker_pid: int) -> None:
     """A pool process starts (the pool's initializer): as a local runner's worker, with `cpus`
-    CPUs for each job's encoder, ending with its worker."""
+    CPUs for each job's encoder, ending with its worker. With more than one, its render jobs
+    draw in that many processes, which start from a forkserver of this process's own: it
+    starts now, while the process waits for its first job."""
     from framefarm.runners.local import _start_worker
 
     _process["cpus"] = cpus
     die_with(worker_pid)
     job_module.say_timeouts = False  # the worker reports them (lost_job)
     _start_worker(traced)
+    if cpus > 1:
+        start_forkserver()
 
 
 @activity.defn(name="plan")
