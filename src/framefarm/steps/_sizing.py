@@ -151,8 +151,8 @@ def auto_frames_per_job(*, total_frames: int, frame_seconds: float | None, paral
 # Memory of a render job, measured at 1280x720 (VmHWM of a process encoding 80 frames): Python,
 # NumPy and PyAV take 45 MB; x264 holds its look-ahead and reference frames, 156 MB at preset
 # fast (30 look-ahead frames), 94 MB with 10: about 3.4 bytes per pixel per look-ahead frame plus
-# 20 frames' worth. A second thread adds 2 MB. A drawer is a fork of its job: what it adds is its
-# sketch's frames and its slots.
+# 20 frames' worth. A second thread adds 2 MB. A drawer starts from the job's forkserver, which
+# preloaded framefarm, NumPy and PyAV (shared pages): what it adds is its sketch and its slots.
 _PROCESS_BYTES = 48 << 20
 _X264_BYTES_PER_PIXEL_FRAME = 3.4
 _LOOKAHEAD = {"ultrafast": 0, "superfast": 0, "veryfast": 10, "faster": 20, "fast": 30,
