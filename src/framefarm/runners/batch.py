@@ -424,6 +424,17 @@ def _no_interruptions() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Resumed:
+    """A remote run being resumed (BatchRunner._resumed)."""
+
+    run: RunRecord
+    storage: Any
+    joblog: JobLog
+    todo: list[int]
+    local_output: str
+
+
 class BatchRunner(Runner):
     """Runs the pipeline on AWS Batch: submit the plan job (or plan here and submit the render
     and encode jobs), then optionally follow the run through the job log and DescribeJobs."""
@@ -518,26 +529,33 @@ class BatchRunner(Runner):
                on_progress: ProgressCallback | None = None) -> RunResult:
         """Submit the request's chunks (none: only the encode job) as a render job over their
         FRAMEFARM_CHUNKS and an encode job that depends on it; with `wait`, follow the run."""
-        from framefarm.storage import open_storage
-
         env = {**self.kept, **request.env}
         require_cloud_backends(env[config.STORAGE], env[config.JOBLOG])
         targets = self._targets(env)
-        storage = open_storage(env[config.STORAGE])
-        joblog = open_joblog(env[config.JOBLOG])
-        run_id = request.run.run_id
-        run = joblog.get_run(run_id) or request.run
-        self._take_over(run, joblog)
-        if env.get(config.OUTPUT) == storage.url_for(f"runs/{run_id}/output.mp4"):
-            del env[config.OUTPUT]  # the run's own video (its encode job writes it there anyway)
-        local_output = take_local_output(env)
-        size = int(run.plan["size"])
-        todo = sorted(request.chunks)
+        resumed = self._resumed(request, env)
+        run_id, run, joblog, storage = resumed.run.run_id, resumed.run, resumed.joblog, resumed.storage
+        size, todo, local_output = int(run.plan["size"]), resumed.todo, resumed.local_output
         submitted = submit_downstream(
             run_id=run_id, chunks=size, total_frames=int(run.plan["total_frames"]), env=env,
             targets=targets, client=self.client, only=None if todo == list(range(size)) else todo)
         record_submission(joblog, run_id=run_id, submitted=submitted, client=self.client)
         return self._finish(run_id, joblog, storage, local_output, on_progress)
+
+    def _resumed(self, request: ResumeRequest, env: dict[str, str]) -> Resumed:
+        """What resuming a remote run starts from: its storage and job log opened, its record
+        (refused while its earlier jobs still run: `_take_over`), the chunks to render in order,
+        and where the video goes on this machine. `env` loses an output that is the run's own
+        video (its encode job writes it there anyway) and a local output path."""
+        from framefarm.storage import open_storage
+
+        storage = open_storage(env[config.STORAGE])
+        joblog = open_joblog(env[config.JOBLOG])
+        run = joblog.get_run(request.run.run_id) or request.run
+        self._take_over(run, joblog)
+        if env.get(config.OUTPUT) == storage.url_for(f"runs/{run.run_id}/output.mp4"):
+            del env[config.OUTPUT]
+        return Resumed(run=run, storage=storage, joblog=joblog, todo=sorted(request.chunks),
+                       local_output=take_local_output(env))
 
     def cancel(self, run: RunRecord, *, joblog: JobLog) -> str:
         """Terminate the run's unfinished Batch jobs and record their open attempts CANCELLED."""

@@ -283,20 +283,11 @@ class StepFunctionsRunner(BatchRunner):
     def resume(self, request: ResumeRequest, *,
                on_progress: ProgressCallback | None = None) -> RunResult:
         """Start a new execution that renders the request's chunks (none: only encodes)."""
-        from framefarm.storage import open_storage
-
         env = {**self.kept, **request.env}
         self._check(env)
-        storage = open_storage(env[config.STORAGE])
-        joblog = open_joblog(env[config.JOBLOG])
-        run_id = request.run.run_id
-        run = joblog.get_run(run_id) or request.run
-        self._take_over(run, joblog)
-        if env.get(config.OUTPUT) == storage.url_for(f"runs/{run_id}/output.mp4"):
-            del env[config.OUTPUT]  # the run's own video (its encode job writes it there anyway)
-        local_output = take_local_output(env)
-        size = int(run.plan["size"])
-        todo = sorted(request.chunks)
+        resumed = self._resumed(request, env)
+        run_id, run, joblog, storage = resumed.run.run_id, resumed.run, resumed.joblog, resumed.storage
+        size, todo, local_output = int(run.plan["size"]), resumed.todo, resumed.local_output
         slices = fanout(size, None if todo == list(range(size)) else todo)
         resumes = int(run.runner_ids.get("executions") or 1)
         name = execution_name(run_id, resumes)
