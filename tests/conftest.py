@@ -10,7 +10,7 @@ import sys
 import textwrap
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,19 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
     full_env.update(env or {})
     return subprocess.run([*framefarm_command(), *args], cwd=cwd, env=full_env, text=True,
                           capture_output=True, timeout=timeout, check=False)
+
+
+def render_and_encode(base: dict[str, str], run_id: str, indexes: Sequence[int], *,
+                      cwd: Path) -> None:
+    """A planned run's render jobs in the order given, then its encode job, each its own
+    `framefarm job` process with `base` (storage, job log) as AWS Batch would run them."""
+    for index in indexes:
+        render = run_cli("job", cwd=cwd, env={**base, "JOB_TYPE": "render",
+                                              "FRAMEFARM_RUN_ID": run_id,
+                                              "AWS_BATCH_JOB_ARRAY_INDEX": str(index)})
+        assert render.returncode == 0, render.stderr
+    encode = run_cli("job", cwd=cwd, env={**base, "JOB_TYPE": "encode", "FRAMEFARM_RUN_ID": run_id})
+    assert encode.returncode == 0, encode.stderr
 
 
 # -- AWS, played by a moto server on 127.0.0.1 ------------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from framefarm.video import probe, read_frames
-from tests.conftest import EXAMPLES, psnr, run_cli
+from tests.conftest import EXAMPLES, psnr, render_and_encode, run_cli
 
 pytestmark = [pytest.mark.integration]
 
@@ -143,14 +143,7 @@ def test_an_animation_through_the_job_contract(tmp_path: Path) -> None:
         "FRAMES_PER_RENDER_JOB": "20", "FRAMEFARM_OUTPUT": str(tmp_path / "line.mp4")})
     assert plan.returncode == 0, plan.stderr
     run_id = plan.stdout.strip()
-    for index in (2, 0, 1):
-        render = run_cli("job", cwd=tmp_path, env={**base, "JOB_TYPE": "render",
-                                                   "FRAMEFARM_RUN_ID": run_id,
-                                                   "AWS_BATCH_JOB_ARRAY_INDEX": str(index)})
-        assert render.returncode == 0, render.stderr
-    encode = run_cli("job", cwd=tmp_path, env={**base, "JOB_TYPE": "encode",
-                                               "FRAMEFARM_RUN_ID": run_id})
-    assert encode.returncode == 0, encode.stderr
+    render_and_encode(base, run_id, (2, 0, 1), cwd=tmp_path)
     expected = _saved_by_matplotlib(script, tmp_path)[:60]
     frames = list(read_frames(tmp_path / "line.mp4"))
     assert len(frames) == 60

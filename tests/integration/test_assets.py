@@ -14,7 +14,7 @@ import pytest
 
 from framefarm.sketch import FrameSource, load_sketch
 from framefarm.video import read_frames
-from tests.conftest import psnr, run_cli
+from tests.conftest import psnr, render_and_encode, run_cli
 
 pytestmark = [pytest.mark.integration]
 
@@ -104,14 +104,7 @@ def test_jobs_that_never_saw_the_users_folder_render_the_same(tmp_path: Path) ->
     shutil.rmtree(sketch.parent)  # the laptop's folder is not on the render nodes
     elsewhere = tmp_path / "node"
     elsewhere.mkdir()
-    for index in range(3):
-        render = run_cli("job", cwd=elsewhere, env={**base, "JOB_TYPE": "render",
-                                                    "FRAMEFARM_RUN_ID": run_id,
-                                                    "AWS_BATCH_JOB_ARRAY_INDEX": str(index)})
-        assert render.returncode == 0, render.stderr
-    encode = run_cli("job", cwd=elsewhere, env={**base, "JOB_TYPE": "encode",
-                                                "FRAMEFARM_RUN_ID": run_id})
-    assert encode.returncode == 0, encode.stderr
+    render_and_encode(base, run_id, range(3), cwd=elsewhere)
     _assert_video(tmp_path / "out.mp4", expected)
     [bundle] = (tmp_path / "bucket" / "bundles").iterdir()
     assert (bundle / "extra.txt").read_text() == "named with FRAMEFARM_ASSETS\n"

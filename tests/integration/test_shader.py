@@ -14,7 +14,7 @@ import pytest
 from framefarm.joblog import open_joblog
 from framefarm.kinds.shader import ShaderFrames
 from framefarm.video import read_frames
-from tests.conftest import EXAMPLES, psnr, run_cli
+from tests.conftest import EXAMPLES, psnr, render_and_encode, run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.shader]
 
@@ -84,14 +84,7 @@ def test_a_plain_glsl_program_through_the_job_contract(tmp_path: Path) -> None:
         "FRAMEFARM_HEIGHT": "48", "FRAMEFARM_OUTPUT": str(tmp_path / "gradient.mp4")})
     assert plan.returncode == 0, plan.stderr
     run_id = plan.stdout.strip()
-    for index in (2, 0, 1):
-        render = run_cli("job", cwd=tmp_path, env={**base, "JOB_TYPE": "render",
-                                                   "FRAMEFARM_RUN_ID": run_id,
-                                                   "AWS_BATCH_JOB_ARRAY_INDEX": str(index)})
-        assert render.returncode == 0, render.stderr
-    encode = run_cli("job", cwd=tmp_path, env={**base, "JOB_TYPE": "encode",
-                                               "FRAMEFARM_RUN_ID": run_id})
-    assert encode.returncode == 0, encode.stderr
+    render_and_encode(base, run_id, (2, 0, 1), cwd=tmp_path)
     _assert_frames(tmp_path / "gradient.mp4", _expected(PLAIN, 12, (64, 48)))
     statuses = {r.job: r.status for r in open_joblog(base["FRAMEFARM_JOBLOG"]).jobs(run_id)}
     assert set(statuses.values()) == {"SUCCEEDED"} and len(statuses) == 5

@@ -13,6 +13,7 @@ job loads it as the plan did.
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,10 +51,18 @@ def kind_of(path: str, forced: str | None = None) -> str:
     return found
 
 
+_MAKES_ANIMATION = re.compile(r"\b(FuncAnimation|ArtistAnimation)\b")
+_DEFINES_RENDER = re.compile(r"^def\s+render\s*\(", re.MULTILINE)
+
+
+def looks_like_animation(source: str) -> bool:
+    """Python source that makes a matplotlib animation and defines no render(ctx) (read here,
+    not in kinds/animation.py, so choosing a kind imports no NumPy or matplotlib)."""
+    return bool(_MAKES_ANIMATION.search(source)) and not _DEFINES_RENDER.search(source)
+
+
 def _makes_animation(path: str) -> bool:
     """A local .py file that makes a matplotlib animation and defines no render(ctx)."""
-    from framefarm.kinds.animation import looks_like_animation
-
     try:
         return looks_like_animation(Path(path).expanduser().read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError):

@@ -19,7 +19,6 @@ import contextlib
 import io
 import itertools
 import os
-import re
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -34,15 +33,6 @@ if TYPE_CHECKING:
 
 MAX_COUNTED_FRAMES = 100_000
 """A generator of frames without `save_count` is counted up to this many."""
-_MAKES_ANIMATION = re.compile(r"\b(FuncAnimation|ArtistAnimation)\b")
-_DEFINES_RENDER = re.compile(r"^def\s+render\s*\(", re.MULTILINE)
-
-
-def looks_like_animation(source: str) -> bool:
-    """A .py file that makes a matplotlib animation and defines no render(ctx)."""
-    return bool(_MAKES_ANIMATION.search(source)) and not _DEFINES_RENDER.search(source)
-
-
 class Script:
     """One run of the user's script: its figure, its animation, and what `save` asked for."""
 
