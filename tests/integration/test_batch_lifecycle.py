@@ -297,7 +297,10 @@ def test_ctrl_c_on_wait_terminates_the_run_and_resume_no_wait_submits_it(
             _until(lambda: _running(stack, "interrupted", "render:1"), what="chunk 1 to run")
             process.send_signal(signal.SIGINT)
             _, stderr = process.communicate(timeout=60)
-            _until(lambda: any(p.terminated for p in player.played), what="the container to stop")
+            run = open_joblog(stack["JobLogUrl"]).get_run("interrupted")
+            _until(lambda: any(p.terminated for p in player.played),
+                   what=f"the container to stop (render exited {process.returncode}, stderr "
+                        f"{stderr!r}, runner ids {run.runner_ids if run else None})")
     finally:
         if process.poll() is None:
             process.kill()
