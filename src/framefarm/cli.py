@@ -346,6 +346,11 @@ def _joblog_url(args: argparse.Namespace) -> str:
     return str(config.resolve(args.joblog, config.JOBLOG, config.default_joblog_url()))
 
 
+_MODES = {"stateful": "(its update function keeps state: each worker replays the frames "
+                       "before its chunk)",
+          "stateless": "(each frame depends only on its own update)"}
+
+
 def _status(args: argparse.Namespace) -> int:
     from framefarm.report import load_report
 
@@ -359,6 +364,9 @@ def _status(args: argparse.Namespace) -> int:
         return 0
     print(f"run {report['run_id']}: {report['status']}  {report['frames_done']}/"
           f"{report['total_frames']} frames  {report['chunks']} chunks  {report['output']}")
+    if report.get("sketch_mode"):  # what an animation needs of its workers
+        print(f"sketch: {report['sketch_mode']}  "
+              + _MODES.get(report["sketch_mode"], ""))
     engine = report.get("engine")
     if engine:  # the workflow engine's own view (a Step Functions execution)
         print(f"execution {engine['status']}  {engine['execution']}  {engine['url']}")

@@ -100,6 +100,9 @@ class Plan:
     created_at: str = ""
     sketch_name: str = ""
     """The sketch as the user named it (its path), for messages and tracebacks."""
+    sketch_mode: str = ""
+    """What the sketch's kind said of it when planned (an animation: "stateless" or
+    "stateful"); left out of plan.json when empty."""
 
     @property
     def size(self) -> int:
@@ -123,6 +126,8 @@ class Plan:
         with `chunks`, also every chunk's [start, stop) (what plan.json held before: a million
         chunks make 15 MB of it, so plan.json no longer does)."""
         data = asdict(self)
+        if not self.sketch_mode:
+            del data["sketch_mode"]
         data["size"] = self.size
         if chunks:
             data["chunks"] = [[c.start, c.stop] for c in self.chunks()]

@@ -104,6 +104,7 @@ def status_report(run: RunRecord | None, records: Sequence[JobRecord], run_id: s
         "total_frames": total,
         "frames_per_job": plan.get("frames_per_job"),
         "chunks": plan.get("size"),
+        "sketch_mode": plan.get("sketch_mode", ""),
         "frames_done": frames_done(list(latest.values())),
         "output": run.output if run else "",
         "jobs": [r.to_dict() for r in records],

@@ -80,9 +80,11 @@ class Sketch:
     display_name: str | None = None
     kind: str = "sketch"
     """What kind of creative code it is (framefarm/kinds/): sketch, shader …"""
-    verify: Callable[[int, int], None] | None = field(default=None, repr=False)
+    verify: Callable[[int, int], str | None] | None = field(default=None, repr=False)
     """The kind's check, run once by the plan at the video's size (width, height): a
-    UserError when its frames would differ between processes (unseeded randomness)."""
+    UserError when its frames would differ between processes (unseeded randomness); what it
+    returns is the mode the sketch needs (an animation: "stateless" or "stateful"), kept in
+    the plan as `sketch_mode`."""
 
     @property
     def name(self) -> str:

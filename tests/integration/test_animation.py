@@ -5,6 +5,7 @@ replayed right; scripts that make no animation or draw unseeded randomness named
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -79,6 +80,19 @@ def test_an_unchanged_script_renders_as_ani_save_does(tmp_path: Path) -> None:
     assert not (tmp_path / "growing_line.mp4").exists()  # the script's own save was held
     stored = list((tmp_path / "framefarm-data").rglob("sketches/*"))
     assert [p.name.endswith(".anim.py") for p in stored] == [True]  # jobs load it as animation
+    assert _mode_said(done.stdout, tmp_path) == (
+        "stateful", "sketch: stateful  (its update function keeps state: each worker replays "
+                    "the frames before its chunk)")
+
+
+def _mode_said(rendered: str, cwd: Path) -> tuple[str, str]:
+    """The mode `framefarm status` gives the run that `rendered` (render's output) names, in
+    its JSON and in its text."""
+    run_id = rendered.split()[1].rstrip(":")
+    report = json.loads(run_cli("status", run_id, "--json", cwd=cwd).stdout)
+    [line] = [x for x in run_cli("status", run_id, cwd=cwd).stdout.splitlines()
+              if x.startswith("sketch:")]
+    return report["sketch_mode"], line
 
 
 def test_a_generator_script_without_save_gets_its_fps_from_interval(tmp_path: Path) -> None:
@@ -109,6 +123,7 @@ def test_a_generator_script_without_save_gets_its_fps_from_interval(tmp_path: Pa
     info = probe(tmp_path / "dots.mp4")
     assert (info.frames, info.fps) == (14, 8)  # counted from the generator; 1000 / 125 ms
     assert (info.width, info.height) == (160, 120)  # the figure's inches x its dpi
+    assert _mode_said(done.stdout, tmp_path)[0] == "stateless"  # set_data from k alone
 
 
 @pytest.mark.parametrize("source, said", [

@@ -11,6 +11,9 @@ figure's size made even as a video writer makes it, the face colour composited o
 Update functions are often stateful (a line that appends each frame's point), so frame i is
 only right after every frame before it: a worker replays the update function for the frames
 it skips, without drawing them (cheap next to a draw), and runs the script again to go back.
+The plan says which mode a script needs (plan.json's `sketch_mode`, `framefarm status`):
+"stateless" when frame k drawn after its own update alone is frame k drawn after every update
+before it, "stateful" when it is not.
 """
 
 from __future__ import annotations
@@ -141,8 +144,9 @@ class AnimationFrames:
         self.data = self._frame_data()
         self.cursor, self.initialised = -1, False
 
-    def draw(self, index: int, width: int, height: int) -> np.ndarray:
-        """Frame `index` as HxWx3, after every update before it (replayed without drawing)."""
+    def draw(self, index: int, width: int, height: int, *, replay: bool = True) -> np.ndarray:
+        """Frame `index` as HxWx3, after every update before it (replayed without drawing);
+        without `replay`, after its own update alone (what a stateless script needs)."""
         from matplotlib import cbook
         from matplotlib import colors as mcolors
 
@@ -163,7 +167,7 @@ class AnimationFrames:
                 if not self.initialised:
                     anim._init_draw()
                     self.initialised = True
-                for skipped in range(self.cursor + 1, index):
+                for skipped in range(self.cursor + 1, index) if replay else ():
                     anim._func(self.data[skipped], *anim._args)
                 anim._draw_next_frame(self.data[index], blit=False)
             except Exception as exc:
@@ -196,20 +200,27 @@ def load(path: Path, *, label: str, display_name: str | None) -> Sketch:
     def render(ctx: FrameContext) -> np.ndarray:
         return frames.draw(ctx.frame, ctx.width, ctx.height)
 
-    def verify(width: int, height: int) -> None:
-        """Every process runs the script anew: a frame must come out the same each time."""
+    def verify(width: int, height: int) -> str:
+        """Every process runs the script anew: a frame must come out the same each time. Which
+        mode the script needs: "stateless" when a frame drawn after its own update alone is
+        the frame drawn after every update before it, else "stateful" (workers replay)."""
         probe = min(3, len(frames.data) - 1)
-        first = frames.draw(probe, width, height).copy()
-        again = AnimationFrames(path, label=label, display_name=display_name)
-        try:
-            second = again.draw(probe, width, height)
-        finally:
-            again.script.close()
-        if not np.array_equal(first, second):
+        replayed = frames.draw(probe, width, height).copy()
+        if np.array_equal(replayed, _fresh_frame(probe, width, height, replay=False)):
+            return "stateless"
+        if not np.array_equal(replayed, _fresh_frame(probe, width, height, replay=True)):
             raise UserError(f"animation {label}: frame {probe} differs between two runs of the "
                             "script, so its frames depend on unseeded randomness: seed it "
                             "(np.random.seed(0), random.seed(0) or np.random.default_rng(0)) so "
                             "every worker draws the same frames")
+        return "stateful"
+
+    def _fresh_frame(index: int, width: int, height: int, *, replay: bool) -> np.ndarray:
+        again = AnimationFrames(path, label=label, display_name=display_name)
+        try:
+            return again.draw(index, width, height, replay=replay)
+        finally:
+            again.script.close()
 
     return Sketch(location=str(path), render=render, setup=None, defaults=defaults, seed=0,
                   source=path, module=frames.script.module, display_name=display_name,

@@ -83,13 +83,13 @@ def check_positive(name: str, value: object, *, frame_count: bool = True) -> int
 
 def make_plan(*, run_id: str, sketch: str, total_frames: int, frames_per_job: int,
               video: VideoSettings, output: str = "", keep_frames: bool = False,
-              sketch_name: str = "") -> Plan:
+              sketch_name: str = "", sketch_mode: str = "") -> Plan:
     """The plan, a pure function: ceil(N / K) chunks, chunk i = frames [iK, min((i+1)K, N))."""
     total_frames = check_positive("frames", total_frames)
     frames_per_job = check_positive("frames per job", frames_per_job)
     return Plan(run_id=run_id, sketch=sketch, total_frames=total_frames,
                 frames_per_job=frames_per_job, video=video, output=output,
-                keep_frames=keep_frames, sketch_name=sketch_name,
+                keep_frames=keep_frames, sketch_name=sketch_name, sketch_mode=sketch_mode,
                 created_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"))
 
 
@@ -161,15 +161,15 @@ def run_plan(request: PlanRequest, *, storage: Storage) -> Plan:
     total = request.total_frames or sketch.defaults.frames or config.DEFAULT_FRAMES
     total = check_positive("frames", total)
     video = resolve_video(request, sketch)
-    if sketch.verify is not None:
-        sketch.verify(video.width, video.height)
+    mode = sketch.verify(video.width, video.height) if sketch.verify is not None else None
     per_job = request.frames_per_job or _auto_per_job(request, sketch, video, total)
     _check_chunk_count(total, per_job, request.max_chunks)
     plan = make_plan(run_id=request.run_id or new_run_id(),
                      sketch=store_sketch(sketch, storage, assets=request.assets),
                      total_frames=total, frames_per_job=per_job, video=video, output=request.output,
                      keep_frames=request.keep_frames,
-                     sketch_name=str(sketch.source) if sketch.source else sketch.location)
+                     sketch_name=str(sketch.source) if sketch.source else sketch.location,
+                     sketch_mode=mode or "")
     storage.put_bytes(plan_key(plan.run_id), plan.to_json().encode())
     return plan
 
