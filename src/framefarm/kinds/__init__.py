@@ -26,12 +26,17 @@ KINDS = {
     "sketch": ("framefarm.sketch:load_python", ".py"),
     "shader": ("framefarm.kinds.shader:load", ".frag"),
     "animation": ("framefarm.kinds.animation:load", ".anim.py"),
+    "blender": ("framefarm.kinds.blender:load", ".blend"),
 }
 """Kind -> its loader ("module:function") and the suffix its stored copy gets."""
 
-SUFFIXES = {".py": "sketch", ".frag": "shader", ".glsl": "shader", ".fs": "shader"}
+SUFFIXES = {".py": "sketch", ".frag": "shader", ".glsl": "shader", ".fs": "shader",
+            ".blend": "blender"}
 """File suffix -> the kind it means (a .py that makes a matplotlib animation and defines no
 render(ctx) is an animation; its stored copy is .anim.py)."""
+THREADED_KINDS = frozenset({"blender"})
+"""Kinds whose renderer fills every core a job has by itself (Cycles' threads): their jobs draw
+in their own process instead of starting drawing processes."""
 
 
 def kind_of(path: str, forced: str | None = None) -> str:
@@ -47,7 +52,8 @@ def kind_of(path: str, forced: str | None = None) -> str:
         return "animation"
     if found is None:
         raise UserError(f"sketch {path} is not a .py file: give a Python file with render(ctx), "
-                        "a GLSL shader (.frag, .glsl), or name its kind with --kind")
+                        "a GLSL shader (.frag, .glsl), a Blender scene (.blend), or name its "
+                        "kind with --kind")
     return found
 
 
@@ -67,6 +73,12 @@ def _makes_animation(path: str) -> bool:
         return looks_like_animation(Path(path).expanduser().read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError):
         return False  # a URL, or unreadable: the loader says what is wrong
+
+
+def draws_threaded(location: str) -> bool:
+    """Whether the sketch at `location` is of a kind that threads itself (by its suffix:
+    a stored sketch keeps its kind's)."""
+    return SUFFIXES.get(Path(location).suffix.lower()) in THREADED_KINDS
 
 
 def suffix_of(kind: str) -> str:

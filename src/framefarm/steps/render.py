@@ -13,6 +13,7 @@ from framefarm._frames import png_bytes
 from framefarm._locations import sketch_location_kind
 from framefarm.errors import UserError
 from framefarm.integrity import file_digest
+from framefarm.kinds import draws_threaded
 from framefarm.model import Chunk, Plan
 from framefarm.sketch import FrameSource
 from framefarm.steps._drawing import Drawers, DrawerSketch
@@ -78,6 +79,8 @@ def run_render(request: RenderRequest, *, storage: Storage,
     # More CPUs than frames help nobody: a 1-frame chunk neither starts drawers nor encoder
     # threads that would have nothing to do.
     cpus = min(request.cpus, len(chunk)) if request.cpus > 0 else request.cpus
+    if draws_threaded(plan.sketch):  # its renderer threads itself (Cycles) on the job's CPUs
+        cpus = min(cpus, 1)
     threads = min(cpus, ENCODER_THREADS) if cpus > 1 else cpus
     keep = (storage.url, plan.run_id) if plan.keep_frames else None
     clock = time.perf_counter
