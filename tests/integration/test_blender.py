@@ -189,3 +189,45 @@ def test_a_scene_without_bpy_is_one_line_naming_the_extra(tmp_path: Path) -> Non
     assert done.stderr.strip() == (
         "framefarm: Blender scene scene.blend needs bpy: pip install 'framefarm[blender]' in an "
         "environment of its own (bpy 5.0.1 needs NumPy 1.x; see the README)")
+
+
+def test_the_blender_image_is_its_own_non_root_target_with_the_numpy_pin() -> None:
+    """deploy/Dockerfile's `blender` target runs `framefarm job` as a non-root user, with the
+    blender extra installed from its own wheels (bpy's NumPy 1.x), not over the base image's."""
+    from tests.containers import DOCKERFILE, image_stages
+
+    stage = image_stages()["blender"]
+    assert stage.entrypoint == ["framefarm", "job"]
+    uid, _, gid = stage.user.partition(":")
+    assert uid.isdigit() and int(uid) != 0 and gid.isdigit()
+    text = DOCKERFILE.read_text()
+    blender_part = text[text.index("AS blender-wheels"):]
+    assert '".[aws,otel,blender]"' in blender_part and "from=blender-wheels" in blender_part
+    assert "FROM base AS blender" not in text  # NumPy 2 of the base image would stay
+
+
+@pytest.mark.blender
+@needs_bpy
+def test_the_blender_images_entrypoint_renders_a_scene_as_batch_would(tmp_path: Path) -> None:
+    """Every job of a Blender run in the `blender` image's entrypoint, JOB_TYPE set by the job
+    definition as on AWS Batch."""
+    from tests.containers import image_stages, run_as_image
+
+    stage = image_stages()["blender"]
+    scene = _scene(tmp_path / "scene.blend", "--engine", "BLENDER_WORKBENCH", "--size", "96x54",
+                   "--frames", "6")
+    common = {"FRAMEFARM_STORAGE": (tmp_path / "bucket").as_uri(),
+              "FRAMEFARM_JOBLOG": f"sqlite:///{tmp_path}/log.db"}
+    plan = run_as_image(stage, {**common, "JOB_TYPE": "plan", "FRAMEFARM_SKETCH": str(scene),
+                                "FRAMES_PER_RENDER_JOB": "3",
+                                "FRAMEFARM_OUTPUT": str(tmp_path / "out.mp4")}, tmp_path)
+    assert plan.returncode == 0, plan.stderr
+    run_id = plan.stdout.strip()
+    for index in (1, 0):
+        render = run_as_image(stage, {**common, "JOB_TYPE": "render", "FRAMEFARM_RUN_ID": run_id,
+                                      "AWS_BATCH_JOB_ARRAY_INDEX": str(index)}, tmp_path)
+        assert render.returncode == 0, render.stderr
+    encode = run_as_image(stage, {**common, "JOB_TYPE": "encode", "FRAMEFARM_RUN_ID": run_id},
+                          tmp_path)
+    assert encode.returncode == 0, encode.stderr
+    _assert_frames(tmp_path / "out.mp4", _blenders_own(scene, tmp_path / "own"))
