@@ -14,6 +14,7 @@ import numpy as np
 from framefarm import config, limits
 from framefarm.errors import UserError
 from framefarm.integrity import plan_hash
+from framefarm.kinds import THREADED_KINDS
 from framefarm.model import Plan, VideoSettings, parse_fps
 from framefarm.sketch import FrameSource, Sketch, load_sketch
 from framefarm.steps._keys import plan_key, sketch_key
@@ -194,9 +195,12 @@ def _auto_per_job(request: PlanRequest, sketch: Sketch, video: VideoSettings, to
     frame_seconds: float | None = None
     source: FrameSource | None = None
     probe: np.ndarray | None = None
-    if needs_probe(total_frames=total, width=video.width, height=video.height,
-                   preset=video.preset, parallelism=parallelism, start_cost=start_cost,
-                   max_chunks=most, size_budget=budget):
+    # A kind that fills a job's cores by itself (a Blender scene) has frames of tenths of a
+    # second to minutes: measuring one would cost a whole frame to learn that chunks should
+    # follow the workers.
+    if sketch.kind not in THREADED_KINDS and needs_probe(
+            total_frames=total, width=video.width, height=video.height, preset=video.preset,
+            parallelism=parallelism, start_cost=start_cost, max_chunks=most, size_budget=budget):
         source = FrameSource(sketch, width=video.width, height=video.height, fps=video.rate,
                              total_frames=total)
         began = time.perf_counter()
