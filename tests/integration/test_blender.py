@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -126,6 +127,56 @@ def test_a_scene_through_the_job_contract(tmp_path: Path) -> None:
     _assert_frames(tmp_path / "stepped.mp4", own)
     statuses = {r.job: r.status for r in open_joblog(base["FRAMEFARM_JOBLOG"]).jobs(run_id)}
     assert set(statuses.values()) == {"SUCCEEDED"} and len(statuses) == 5
+
+
+TEXTURED = """
+import sys, bpy
+bpy.ops.wm.open_mainfile(filepath=sys.argv[1])
+scene = bpy.context.scene
+image = bpy.data.images.load(sys.argv[2])
+image.filepath = "//textures/checker.png"  # relative to the .blend, as artists keep them
+material = bpy.data.materials["cube"]
+nodes, links = material.node_tree.nodes, material.node_tree.links
+texture = nodes.new("ShaderNodeTexImage")
+texture.image = image
+links.new(texture.outputs["Color"], nodes["Principled BSDF"].inputs["Base Color"])
+scene.display.shading.color_type = "TEXTURE"
+bpy.ops.wm.save_mainfile()
+"""
+
+
+@pytest.mark.blender
+@needs_bpy
+def test_a_scene_brings_its_textures_to_jobs_that_never_saw_its_folder(tmp_path: Path) -> None:
+    """A texture the scene links by a relative path (//textures/checker.png) is an asset
+    (FRAMEFARM_ASSETS, as --asset gives it): the plan job stores it with the scene, the user's
+    folder goes, and render jobs elsewhere draw the texture; without the asset they could not."""
+    from PIL import Image
+
+    project = tmp_path / "project"
+    (project / "textures").mkdir(parents=True)
+    checker = (np.indices((64, 64)) // 32).sum(axis=0) % 2 * 200 + 30  # 2x2 grey checks
+    Image.fromarray(checker.astype(np.uint8)).convert("RGB").save(
+        project / "textures" / "checker.png")
+    scene = _scene(project / "textured.blend", "--engine", "BLENDER_WORKBENCH", "--size",
+                   "128x72", "--frames", "6")
+    _bpy(TEXTURED, str(scene), str(project / "textures" / "checker.png"))
+    own = _blenders_own(scene, tmp_path / "own")
+    plain = _blenders_own(_scene(tmp_path / "plain.blend", "--engine", "BLENDER_WORKBENCH",
+                                 "--size", "128x72", "--frames", "6"), tmp_path / "plain")
+    assert psnr(own[0], plain[0]) < 30  # the texture shows
+    base = {"FRAMEFARM_STORAGE": (tmp_path / "bucket").as_uri(),
+            "FRAMEFARM_JOBLOG": f"sqlite:///{tmp_path}/log.db"}
+    plan = run_cli("job", cwd=tmp_path, env={
+        **base, "JOB_TYPE": "plan", "FRAMEFARM_SKETCH": str(scene),
+        "FRAMEFARM_ASSETS": "textures/", "FRAMES_PER_RENDER_JOB": "3",
+        "FRAMEFARM_OUTPUT": str(tmp_path / "out.mp4")})
+    assert plan.returncode == 0, plan.stderr
+    shutil.rmtree(project)  # the artist's folder is not on the render nodes
+    node = tmp_path / "node"
+    node.mkdir()
+    render_and_encode(base, plan.stdout.strip(), (1, 0), cwd=node)
+    _assert_frames(tmp_path / "out.mp4", own)
 
 
 ONE_FRAME = """
