@@ -87,8 +87,8 @@ def resume(run: RunRecord, joblog: JobLog, args: argparse.Namespace) -> int:
         raise LeaseHeld(f"run {run.run_id} is being rendered by {holder.describe()}: wait for "
                         f"it, or stop it with `framefarm cancel {run.run_id}`")
     if run.cancelled_at:  # resuming a cancelled run starts it again
-        run = replace(run, cancelled_at="")
-        joblog.put_run(run)
+        run = joblog.update_run(run.run_id, lambda found: replace(found or run, cancelled_at="")) \
+            or replace(run, cancelled_at="")
     env = {config.RUN_ID: run.run_id, config.STORAGE: storage.url, config.JOBLOG: joblog.url,
            config.OUTPUT: plan.output or output}
     env.update(frame_timeout_env(args.frame_timeout, run.settings.get(config.FRAME_TIMEOUT, "")))

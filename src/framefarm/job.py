@@ -57,7 +57,7 @@ class Planned:
     run_id: str
     plan: Plan
     before: RunRecord
-    """The run's record as the plan job found it, before it recorded the plan (runner ids of an
+    """The run's record as the plan job left it, the plan just recorded in it (runner ids of an
     earlier attempt's submissions, cancelled_at …)."""
     contract: Mapping[str, str]
     """The job contract, with the run's trace context: what the jobs it starts should get."""
@@ -254,16 +254,16 @@ def _run_step(env: JobEnv, *, run_id: str, storage: Storage, joblog: JobLog,
     def plan() -> _Done:
         assert env.plan is not None
         storage.probe()  # storage that cannot be written fails here, before any chunk renders
-        before = joblog.get_run(run_id)
-        if before is None:  # listed by `framefarm runs` even when planning fails
-            before = RunRecord(run_id=run_id, created_at=record.started_at,
-                               output=env.plan.output)
-            joblog.put_run(before)
+        # Listed by `framefarm runs` even when planning fails. The run's record is changed in
+        # place (update_run), never put back from an earlier read: the command that submitted
+        # this job may be recording its id in it meanwhile.
+        first = RunRecord(run_id=run_id, created_at=record.started_at, output=env.plan.output)
+        joblog.update_run(run_id, lambda run: first if run is None else None)
         made = run_plan(replace(env.plan, run_id=run_id), storage=storage)
-        before = joblog.get_run(run_id) or before
-        joblog.put_run(replace(before, created_at=before.created_at or record.started_at,
-                               plan=made.to_dict(), output=made.output,
-                               settings={**before.settings, config.STORAGE: storage.url}))
+        before = joblog.update_run(run_id, lambda run: replace(
+            run or first, created_at=(run or first).created_at or record.started_at,
+            plan=made.to_dict(), output=made.output,
+            settings={**(run or first).settings, config.STORAGE: storage.url})) or first
         if env.after_plan is not None:
             env.after_plan(Planned(run_id=run_id, plan=made, before=before,
                                    contract={**tracing.context_env(), **env.contract},
@@ -290,9 +290,7 @@ def _run_step(env: JobEnv, *, run_id: str, storage: Storage, joblog: JobLog,
         expected = expected_segments(joblog.jobs(run_id))
         encoded = run_encode(EncodeRequest(run_id=run_id, output=env.output, expected=expected),
                              storage=storage)
-        run = joblog.get_run(run_id)
-        if run is not None:
-            joblog.put_run(replace(run, output=encoded.output))
+        joblog.update_run(run_id, lambda run: replace(run, output=encoded.output) if run else None)
         return _Done(asdict(encoded), [encoded.key, encoded.output], encoded.frames)
 
     step = {"plan": plan, "render": render, "encode": encode}[env.job_type]

@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,53 @@ class JobLogContract:
         assert joblog.mark_cancelled(RUN) == first
         assert joblog.get_run(RUN) == first
         assert (first.runner, first.settings) == ("local", {"workers": "2"})
+
+    def test_update_run_creates_changes_and_leaves_a_record(self, joblog: JobLog) -> None:
+        made = joblog.update_run(RUN, lambda run: RunRecord(run_id=RUN, runner="batch")
+                                 if run is None else None)
+        assert made == RunRecord(run_id=RUN, runner="batch") == joblog.get_run(RUN)
+        assert joblog.update_run(RUN, lambda run: None) == made  # None: left as it is
+        changed = joblog.update_run(RUN, lambda run: replace(run, runner_ids={"plan": "p-1"})
+                                    if run else None)
+        assert changed == joblog.get_run(RUN)
+        assert changed is not None and (changed.runner, changed.runner_ids) == ("batch",
+                                                                                {"plan": "p-1"})
+
+    def test_update_run_keeps_a_write_made_between_its_read_and_its_write(
+            self, joblog: JobLog) -> None:
+        """As when the command records its plan job's id while the plan job records its render
+        jobs': the other write lands between this one's read and its write, and both stay."""
+        joblog.put_run(RunRecord(run_id=RUN, plan={"size": 4}))
+        other = open_joblog(joblog.url) if self.crosses_processes else joblog
+        seen: list[RunRecord | None] = []
+
+        def change(run: RunRecord | None) -> RunRecord:
+            assert run is not None
+            seen.append(run)
+            if len(seen) == 1:  # the other writer gets in first
+                other.put_run(replace(run, runner_ids={**run.runner_ids, "render": "r-1"}))
+            return replace(run, runner_ids={**run.runner_ids, "plan": "p-1"})
+
+        joblog.update_run(RUN, change)
+        final = joblog.get_run(RUN)
+        assert final is not None
+        assert (final.plan, final.runner_ids) == ({"size": 4}, {"render": "r-1", "plan": "p-1"})
+        assert len(seen) == 2
+
+    def test_update_run_keeps_a_record_created_after_it_found_none(self, joblog: JobLog) -> None:
+        other = open_joblog(joblog.url) if self.crosses_processes else joblog
+        calls: list[RunRecord | None] = []
+
+        def change(run: RunRecord | None) -> RunRecord:
+            calls.append(run)
+            if len(calls) == 1:
+                assert run is None
+                other.put_run(RunRecord(run_id=RUN, plan={"size": 2}, output="v.mp4"))
+            return replace(run or RunRecord(run_id=RUN), runner="batch")
+
+        joblog.update_run(RUN, change)
+        assert joblog.get_run(RUN) == RunRecord(run_id=RUN, plan={"size": 2}, output="v.mp4",
+                                                runner="batch")
 
     def test_missing_run(self, joblog: JobLog) -> None:
         assert joblog.get_run("nope") is None

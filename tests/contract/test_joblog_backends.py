@@ -156,6 +156,12 @@ class TestSqliteJobLog(JobLogContract):
         assert plan_record.status == ("SUCCEEDED" if winners[0] % 2 == 0 else "FAILED")
 
 
+    def test_processes_changing_one_run_record_lose_no_change(self, tmp_path: Path) -> None:
+        """Spawned processes each add their own ids to one run's record, many times, at once:
+        every id is there at the end (a read, then a put, would drop others' ids)."""
+        _every_change_kept("sqlite:///" + str(tmp_path / "j.db"))
+
+
 class TestMemoryJobLog(JobLogContract):
     crosses_processes = False
 
@@ -336,9 +342,39 @@ class TestDynamoDBJobLog(JobLogContract):
         assert final is not None and final.runner_id == f"w{winners[0]}"
         assert final.status == ("SUCCEEDED" if winners[0] % 2 == 0 else "FAILED")
 
+    def test_processes_changing_one_run_record_lose_no_change(self) -> None:
+        """As the SQLite one: each change is a compare-and-swap on the item's record (on the
+        module's serial moto server, which checks a condition and writes as one step)."""
+        _every_change_kept(DynamoDBJobLog(self.table).url)
+
 
 RACERS = 4
 RACES = 6
+CHANGES = 8
+
+
+def _every_change_kept(url: str) -> None:
+    open_joblog(url).put_run(RunRecord(run_id=RUN, plan={"size": 1}))
+    context: Any = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(RACERS)
+    results = context.Queue()
+    _run_processes(context, _changer, [(url, w, barrier, results) for w in range(RACERS)],
+                   results)
+    final = open_joblog(url).get_run(RUN)
+    assert final is not None and final.plan == {"size": 1}
+    assert sorted(final.runner_ids) == sorted(f"w{w}-{k}" for w in range(RACERS)
+                                              for k in range(CHANGES))
+
+
+def _changer(url: str, worker: int, barrier: Any, results: Any) -> None:
+    from dataclasses import replace
+
+    joblog = open_joblog(url)
+    barrier.wait()
+    for k in range(CHANGES):
+        joblog.update_run(RUN, lambda run, k=k: replace(
+            run, runner_ids={**run.runner_ids, f"w{worker}-{k}": "x"}) if run else None)
+    results.put({"worker": worker})
 
 
 def _run_processes(context: Any, target: Any, args: list[tuple[Any, ...]],

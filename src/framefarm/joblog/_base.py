@@ -4,17 +4,18 @@ never goes backwards; a backend implements only the `_primitives`, each one atom
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import socket
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from framefarm._procs import process_alive
-from framefarm.errors import FramefarmError, LeaseHeld, UserError
+from framefarm.errors import FramefarmError, LeaseHeld, TransientError, UserError
 from framefarm.model import (
     STATUSES,
     TERMINAL_STATUSES,
@@ -57,6 +58,11 @@ def _started_after(pid: int, since: str) -> bool:
     return boot + ticks / os.sysconf("SC_CLK_TCK") > taken + 2.0
 
 
+RUN_SWAPS = 50
+"""Times `update_run` reads and writes again before it gives up (each miss means another
+process wrote the record between its read and its write)."""
+
+
 class StatusConflict(FramefarmError):
     """A status change that would go backwards or leave a final status."""
 
@@ -91,15 +97,29 @@ class JobLog(ABC):
         """Every run, newest first."""
         return sorted(self._list_runs(), key=lambda r: (r.created_at, r.run_id), reverse=True)
 
+    @traced("joblog.update_run")
+    def update_run(self, run_id: str,
+                   change: Callable[[RunRecord | None], RunRecord | None]) -> RunRecord | None:
+        """Change the run's record in one step: `change(current)` (None while there is none)
+        gives the record to write, or None to leave it. Several processes change one run's
+        record (the command that submitted a plan job, the plan job, `framefarm cancel`): when
+        another wrote it in between, it is read again and `change` runs again on what is there,
+        so no one's fields are lost. The record as it now stands, or None."""
+        for tries in range(RUN_SWAPS):
+            current = self._get_run(run_id)
+            wanted = change(current)
+            if wanted is None or wanted == current:
+                return current
+            if self._swap_run(wanted, expect=current):
+                return wanted
+            time.sleep(random.uniform(0.0, 0.005 * 2 ** min(tries, 6)))  # jitter: racers part
+        raise TransientError(f"run {run_id}'s record changed under each of {RUN_SWAPS} writes "
+                             "(something keeps rewriting it); try again")
+
     def mark_cancelled(self, run_id: str) -> RunRecord | None:
         """Record that the run was cancelled (once; the first time stays); the run, or None."""
-        run = self._get_run(run_id)
-        if run is None:
-            return None
-        if not run.cancelled_at:
-            run = replace(run, cancelled_at=now_iso())
-            self._put_run(run)
-        return run
+        return self.update_run(run_id, lambda run: None if run is None or run.cancelled_at
+                               else replace(run, cancelled_at=now_iso()))
 
     # -- the run's lease: one driver at a time ------------------------------------------------
 
@@ -258,6 +278,13 @@ class JobLog(ABC):
 
     @abstractmethod
     def _get_run(self, run_id: str) -> RunRecord | None: ...
+
+    def _swap_run(self, run: RunRecord, *, expect: RunRecord | None) -> bool:
+        """Write `run` only if the stored record is still `expect` (None: there is none yet);
+        whether it was written. Backends compare and swap; this fallback, for a backend that
+        cannot, writes whatever is there (the last writer wins)."""
+        self._put_run(run)
+        return True
 
     @abstractmethod
     def _list_runs(self) -> list[RunRecord]: ...

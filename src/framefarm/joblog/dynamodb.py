@@ -161,10 +161,27 @@ class DynamoDBJobLog(JobLog):
     # -- runs ---------------------------------------------------------------------------------
 
     def _put_run(self, run: RunRecord) -> None:
-        item = {"pk": {"S": _pk(run.run_id)}, "sk": {"S": "RUN"}, "entity": {"S": "run"},
+        self._call("put_item", Item=self._run_item(run))
+
+    def _run_item(self, run: RunRecord) -> dict[str, Any]:
+        return {"pk": {"S": _pk(run.run_id)}, "sk": {"S": "RUN"}, "entity": {"S": "run"},
                 "created_at": {"S": run.created_at or _NO_TIME},
-                "record": {"S": json.dumps(run.to_dict(), sort_keys=True)}, **self._expiry()}
-        self._call("put_item", Item=item)
+                "record": {"S": _record_json(run)}, **self._expiry()}
+
+    def _swap_run(self, run: RunRecord, *, expect: RunRecord | None) -> bool:
+        if expect is None:
+            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+        else:  # the record attribute is the whole record: compare it, then swap
+            condition = {"ConditionExpression": "#record = :expect",
+                         "ExpressionAttributeNames": {"#record": "record"},
+                         "ExpressionAttributeValues": {":expect": {"S": _record_json(expect)}}}
+        try:
+            self._call("put_item", Item=self._run_item(run), **condition)
+        except Exception as exc:
+            if _aws.error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     def _get_run(self, run_id: str) -> RunRecord | None:
         found = self._call("get_item", Key={"pk": {"S": _pk(run_id)}, "sk": {"S": "RUN"}},
@@ -317,6 +334,12 @@ def _job(item: Mapping[str, Any]) -> JobRecord:
             data[name] = int(data[name])  # numbers come back as Decimal
     data["outputs"] = tuple(data.get("outputs") or ())
     return JobRecord(**data)
+
+
+def _record_json(run: RunRecord) -> str:
+    """The run item's `record` attribute: the record as JSON, keys sorted (one text per record,
+    so a record read back and written again is the same text)."""
+    return json.dumps(run.to_dict(), sort_keys=True)
 
 
 def _run(item: Mapping[str, Any]) -> RunRecord:

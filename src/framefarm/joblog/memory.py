@@ -75,6 +75,14 @@ class MemoryJobLog(JobLog):
         with self._book.lock:
             self._book.runs[run.run_id] = stored
 
+    def _swap_run(self, run: RunRecord, *, expect: RunRecord | None) -> bool:
+        stored = _copy(run)
+        with self._book.lock:
+            if self._book.runs.get(run.run_id) != expect:
+                return False
+            self._book.runs[run.run_id] = stored
+        return True
+
     def _get_run(self, run_id: str) -> RunRecord | None:
         with self._book.lock:
             run = self._book.runs.get(run_id)

@@ -321,15 +321,21 @@ class SqliteJobLog(JobLog):
 
     def _put_run(self, run: RunRecord) -> None:
         self._change(
-            "INSERT INTO runs (run_id, created_at, plan, output, runner_ids, runner, settings, "
-            "cancelled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * 8)}) "
             "ON CONFLICT (run_id) DO UPDATE SET created_at = excluded.created_at, "
             "plan = excluded.plan, output = excluded.output, runner_ids = excluded.runner_ids, "
             "runner = excluded.runner, settings = excluded.settings, "
-            "cancelled_at = excluded.cancelled_at",
-            (run.run_id, run.created_at, json.dumps(dict(run.plan), sort_keys=True), run.output,
-             json.dumps(dict(run.runner_ids), sort_keys=True), run.runner,
-             json.dumps(dict(run.settings), sort_keys=True), run.cancelled_at))
+            "cancelled_at = excluded.cancelled_at", _run_row(run))
+
+    def _swap_run(self, run: RunRecord, *, expect: RunRecord | None) -> bool:
+        if expect is None:
+            return self._change(
+                f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * 8)}) "
+                "ON CONFLICT (run_id) DO NOTHING", _run_row(run)) == 1
+        sets = ", ".join(f"{c} = ?" for c in _RUN_COLUMNS[1:])
+        same = " AND ".join(f"{c} IS ?" for c in _RUN_COLUMNS[1:])
+        return self._change(f"UPDATE runs SET {sets} WHERE run_id = ? AND {same}",
+                            (*_run_row(run)[1:], run.run_id, *_run_row(expect)[1:])) == 1
 
     def _get_run(self, run_id: str) -> RunRecord | None:
         rows = self._rows("SELECT * FROM runs WHERE run_id = ?", (run_id,))
@@ -423,6 +429,17 @@ def _job(row: sqlite3.Row) -> JobRecord:
     data = {name: row[column] for name, column in _COLUMNS.items()}
     data["outputs"] = tuple(json.loads(data["outputs"]))
     return JobRecord(**data)
+
+
+_RUN_COLUMNS = ("run_id", "created_at", "plan", "output", "runner_ids", "runner", "settings",
+                "cancelled_at")
+
+
+def _run_row(run: RunRecord) -> tuple[Any, ...]:
+    """The run's record as the runs table's columns hold it, in _RUN_COLUMNS' order."""
+    return (run.run_id, run.created_at, json.dumps(dict(run.plan), sort_keys=True), run.output,
+            json.dumps(dict(run.runner_ids), sort_keys=True), run.runner,
+            json.dumps(dict(run.settings), sort_keys=True), run.cancelled_at)
 
 
 def _run(row: sqlite3.Row) -> RunRecord:

@@ -239,13 +239,16 @@ def record_submission(joblog: JobLog, *, run_id: str, submitted: Submitted,
     The run was cancelled meanwhile (its plan job submitted them as `framefarm cancel` ran):
     the jobs are terminated at once.
     """
-    run = joblog.get_run(run_id) or RunRecord(run_id=run_id, created_at=now_iso())
-    ids = {k: v for k, v in run.runner_ids.items() if not _submission_key(k)}
-    ids.update(submitted.runner_ids())
-    if plan_job_id:
-        ids["plan"] = plan_job_id
-    joblog.put_run(replace(run, runner_ids=ids, runner=BatchRunner.name,
-                           settings={**run.settings, **submitted.settings}))
+    def recorded(found: RunRecord | None) -> RunRecord:
+        run = found or RunRecord(run_id=run_id, created_at=now_iso())
+        ids = {k: v for k, v in run.runner_ids.items() if not _submission_key(k)}
+        ids.update(submitted.runner_ids())
+        if plan_job_id:
+            ids["plan"] = plan_job_id
+        return replace(run, runner_ids=ids, runner=BatchRunner.name,
+                       settings={**run.settings, **submitted.settings})
+
+    run = joblog.update_run(run_id, recorded) or recorded(None)
     latest = {r.job: r for r in joblog.jobs(run_id)}
     size = int(run.plan.get("size") or 0)
     for job in submitted.renders:
@@ -357,9 +360,9 @@ def terminate_run(joblog: JobLog, run_id: str, *, reason: str, client: Any = Non
             done.add(job_id)
             if what:
                 said.append(what)
-    run = joblog.get_run(run_id)
-    if run is not None and done:
-        joblog.put_run(replace(run, runner_ids={**run.runner_ids, "terminated": now_iso()}))
+    if done:
+        joblog.update_run(run_id, lambda run: replace(
+            run, runner_ids={**run.runner_ids, "terminated": now_iso()}) if run else None)
     return said
 
 
@@ -405,9 +408,12 @@ def _record_plan_submission(joblog: JobLog, run_id: str, job_id: str,
     with contextlib.suppress(StatusConflict):  # the plan job's own record is further along
         joblog.start_job(run_id=run_id, kind="plan", attempt=1, status="SUBMITTED", runner_id=job_id,
                          trace_id=tracing.current_trace_id())
-    run = joblog.get_run(run_id) or RunRecord(run_id=run_id, created_at=now_iso())
-    joblog.put_run(replace(run, runner_ids={**run.runner_ids, "plan": job_id},
-                           runner=BatchRunner.name, settings={**run.settings, **settings}))
+    def recorded(found: RunRecord | None) -> RunRecord:
+        run = found or RunRecord(run_id=run_id, created_at=now_iso())
+        return replace(run, runner_ids={**run.runner_ids, "plan": job_id},
+                       runner=BatchRunner.name, settings={**run.settings, **settings})
+
+    joblog.update_run(run_id, recorded)
 
 
 @contextlib.contextmanager

@@ -304,7 +304,7 @@ class LocalRunner(Runner):
         wanted = set(request.chunks)
         chunks = [c for c in _chunks(total, per_job) if c.index in wanted]
         with self._lease(joblog, run_id) as lease:
-            joblog.put_run(replace(joblog.get_run(run_id) or request.run, runner=self.name))
+            joblog.update_run(run_id, lambda run: replace(run or request.run, runner=self.name))
             # Holding the lease, no other driver runs it: what shows running and is lost (its
             # process gone) is recorded so.
             gone = [r.job for r in joblog.jobs(run_id) if lost(r)]
@@ -360,10 +360,9 @@ class LocalRunner(Runner):
 
     def _record_run(self, joblog: JobLog, run_id: str, env: Mapping[str, str]) -> None:
         settings = {k: env[k] for k in (config.FRAME_TIMEOUT, config.STORAGE) if env.get(k)}
-        run = joblog.get_run(run_id)
-        if run is None:
-            run = RunRecord(run_id=run_id, created_at=now_iso(), output=env.get(config.OUTPUT, ""))
-        joblog.put_run(replace(run, runner=self.name, settings=settings, cancelled_at=""))
+        joblog.update_run(run_id, lambda run: replace(
+            run or RunRecord(run_id=run_id, created_at=now_iso(), output=env.get(config.OUTPUT, "")),
+            runner=self.name, settings=settings, cancelled_at=""))
 
     def _render_and_encode(self, env: dict[str, str], lease: Lease, chunks: list[Chunk], *,
                            total: int, plan: JobOutcome | None,

@@ -157,14 +157,15 @@ def plan_hook(environ: Mapping[str, str]) -> Callable[[Planned], None] | None:
         return None
 
     def record(planned: Planned) -> None:
-        joblog = planned.joblog
-        run = joblog.get_run(planned.run_id) or RunRecord(run_id=planned.run_id,
-                                                           created_at=now_iso())
-        ids = {**run.runner_ids, "execution": execution,
-               "slices": json.dumps(fanout(planned.plan.size), separators=(",", ":"))}
-        if planned.job_id:
-            ids["plan"] = planned.job_id
-        joblog.put_run(replace(run, runner_ids=ids, runner=StepFunctionsRunner.name))
+        def recorded(found: RunRecord | None) -> RunRecord:
+            run = found or RunRecord(run_id=planned.run_id, created_at=now_iso())
+            ids = {**run.runner_ids, "execution": execution,
+                   "slices": json.dumps(fanout(planned.plan.size), separators=(",", ":"))}
+            if planned.job_id:
+                ids["plan"] = planned.job_id
+            return replace(run, runner_ids=ids, runner=StepFunctionsRunner.name)
+
+        planned.joblog.update_run(planned.run_id, recorded)
 
     return record
 
@@ -329,14 +330,17 @@ class StepFunctionsRunner(BatchRunner):
             with contextlib.suppress(StatusConflict):  # the plan job's own record is ahead
                 joblog.start_job(run_id=run_id, kind="plan", attempt=1, status="SUBMITTED",
                                  trace_id=tracing.current_trace_id())
-        run = joblog.get_run(run_id) or RunRecord(run_id=run_id, created_at=now_iso())
-        ids = {k: v for k, v in run.runner_ids.items() if k not in ("terminated",)}
-        ids.update({"execution": arn, "executions": str(resumes + 1)})
-        if slices is not None:
-            ids["slices"] = json.dumps(slices, separators=(",", ":"))
-        settings = {**run.settings, **self.settings(),
-                    **{k: env[k] for k in _KEPT if env.get(k)}}
-        joblog.put_run(replace(run, runner_ids=ids, runner=self.name, settings=settings))
+        def recorded(found: RunRecord | None) -> RunRecord:
+            run = found or RunRecord(run_id=run_id, created_at=now_iso())
+            ids = {k: v for k, v in run.runner_ids.items() if k not in ("terminated",)}
+            ids.update({"execution": arn, "executions": str(resumes + 1)})
+            if slices is not None:
+                ids["slices"] = json.dumps(slices, separators=(",", ":"))
+            settings = {**run.settings, **self.settings(),
+                        **{k: env[k] for k in _KEPT if env.get(k)}}
+            return replace(run, runner_ids=ids, runner=self.name, settings=settings)
+
+        joblog.update_run(run_id, recorded)
 
     def cancel(self, run: RunRecord, *, joblog: JobLog) -> str:
         """Stop the run's execution, terminate its Batch jobs that have not finished, and
@@ -361,7 +365,9 @@ class StepFunctionsRunner(BatchRunner):
                 batch.terminate_job(jobId=job_id, reason=reason[:1024])
                 if what:
                     said.append(what + " terminated")
-            joblog.put_run(replace(run, runner_ids={**run.runner_ids, "terminated": now_iso()}))
+            joblog.update_run(run_id, lambda found: replace(
+                found, runner_ids={**found.runner_ids, "terminated": now_iso()})
+                if found else None)
         close_open_attempts(joblog, run_id, status="CANCELLED", error=reason)
         return "on AWS Step Functions: " + ", ".join(said) if said else \
             "its AWS Step Functions execution had ended"
