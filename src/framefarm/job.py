@@ -368,7 +368,7 @@ def _failed(joblog: JobLog, record: JobRecord, exc: BaseException,
     status = "CANCELLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
     with contextlib.suppress(StatusConflict):  # the runner recorded it first (a frame timeout)
         current = joblog.get_job(record.run_id, record.job, record.attempt) or record
-        joblog.update_job(current, status=status, error=text)
+        joblog.update_job(current, status=status, error=text, exit_code=exit_code)
     return JobOutcome(job=record.job, run_id=record.run_id, succeeded=False, index=record.index,
                       exit_code=exit_code, error=text)
 
@@ -446,7 +446,7 @@ class JobWatch:
         what = f"frame {frame}" + (" (with the sketch's setup)" if self.done == 0 else "")
         text = (f"{where}{what} took longer than the frame timeout of {self._timeout:g} s "
                 f"(--frame-timeout, {config.FRAME_TIMEOUT}); the job was stopped")
-        self._write(status="FAILED", error=text, frames=self.done)
+        self._write(status="FAILED", error=text, frames=self.done, exit_code=FRAME_TIMEOUT_EXIT)
         if say_timeouts:
             print(f"framefarm job: {self._record.job} of run {self._record.run_id} FAILED\n{text}",
                   file=sys.stderr, flush=True)

@@ -205,6 +205,10 @@ class JobRecord:
     """A render attempt's segment: its SHA-256, byte size and the hash of the plan it rendered."""
     bytes: int = 0
     plan_hash: str = ""
+    exit_code: int = 0
+    """How a failed attempt's own process said it ended: 2 bad input or a sketch error (a
+    retry will not help), 1 a fault a retry may fix; 0 otherwise, or when it could not say
+    (killed)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict."""

@@ -526,7 +526,7 @@ def test_sqlite_schema_1_is_migrated(tmp_path: Path) -> None:
     assert log.get_run("r") == RunRecord(run_id="r", created_at="t", output="o.mp4")
     # Its job records gain the columns added since (a segment's hash and size), empty.
     (job,) = log.jobs("r")
-    assert (job.status, job.frames, job.sha256, job.bytes, job.heartbeat_at) == (
-        "SUCCEEDED", 5, "", 0, "")
+    assert (job.status, job.frames, job.sha256, job.bytes, job.heartbeat_at, job.exit_code) == (
+        "SUCCEEDED", 5, "", 0, "", 0)
     log.put_run(RunRecord(run_id="r", runner_ids={"render": "x"}))
     assert log.get_run("r") == RunRecord(run_id="r", runner_ids={"render": "x"})

@@ -217,6 +217,8 @@ def test_retries_follow_the_job_definitions(deploy_stack: Callable[..., dict[str
     latest = {r.job: r for r in joblog.latest_jobs("broken")}
     assert latest["render:1"].status == "FAILED"
     assert "failed on frame 5: ValueError: bad frame" in latest["render:1"].error
+    assert latest["render:1"].exit_code == 2  # kept for `--wait`, which exits with it
+    assert joblog.get_job("flaky", "render:0", 1).exit_code == 0  # killed: it could not say
     assert latest["encode"].status == "SUBMITTED"  # never started: its dependency failed
 
 

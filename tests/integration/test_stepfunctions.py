@@ -259,16 +259,16 @@ def test_a_sketch_error_fails_the_execution_naming_the_job(sfn_stack: dict[str, 
                                                            tmp_path: Path) -> None:
     """Frame 4 raises: its chunk's container exits 2 (not retried), the render array job fails,
     the Catch records the failure on the run's job-log item and the execution fails with
-    framefarm.RenderFailed and a Cause naming the render job; the command fails (exit 1, as a
-    failed job on `--runner batch` does) with the sketch's error and its frame, and `status`
-    shows the failed execution."""
+    framefarm.RenderFailed and a Cause naming the render job; the command fails with the
+    sketch's error and its frame, exit 2 as on the local runner (the container's own exit code,
+    kept in the job log: a retry will not help), and `status` shows the failed execution."""
     (tmp_path / "fail-marker").touch()
     with player.in_background():
         done = run_cli(*_render_args(sfn_stack, sketch, "sfn-fail", "--wait"), cwd=tmp_path,
                        env=dict(player.machine))
         execution = _until(lambda: (e := _execution(sfn_stack, "sfn-fail"))["status"]
                            != "RUNNING" and e, what="the execution to end")
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 2, done.stderr
     assert "failed on frame 4: RuntimeError: the marker file is there" in done.stderr
     assert execution["status"] == "FAILED"
     assert execution["error"] == "framefarm.RenderFailed"

@@ -329,7 +329,7 @@ def _cut(error: str) -> str:
 
 def _job(item: Mapping[str, Any]) -> JobRecord:
     data = {name: _deserialize(value) for name, value in item.items() if name in _FIELDS}
-    for name in ("index", "attempt", "frames", "bytes"):
+    for name in ("index", "attempt", "frames", "bytes", "exit_code"):
         if data.get(name) is not None:
             data[name] = int(data[name])  # numbers come back as Decimal
     data["outputs"] = tuple(data.get("outputs") or ())

@@ -94,9 +94,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     sha256 TEXT NOT NULL DEFAULT '',
     bytes INTEGER NOT NULL DEFAULT 0,
     plan_hash TEXT NOT NULL DEFAULT '',
+    exit_code INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, job, attempt)
 ) WITHOUT ROWID;
-""" + _LEASES + "PRAGMA user_version = 3;\n"
+""" + _LEASES + "PRAGMA user_version = 4;\n"
 # Migrations from each older schema version to the next (columns are only ever added).
 _MIGRATIONS = {
     1: "ALTER TABLE runs ADD COLUMN runner_ids TEXT NOT NULL DEFAULT '{}'; PRAGMA user_version = 2;",
@@ -108,6 +109,7 @@ _MIGRATIONS = {
        "ALTER TABLE jobs ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;"
        "ALTER TABLE jobs ADD COLUMN plan_hash TEXT NOT NULL DEFAULT '';"
        + _LEASES + "PRAGMA user_version = 3;",
+    3: "ALTER TABLE jobs ADD COLUMN exit_code INTEGER NOT NULL DEFAULT 0; PRAGMA user_version = 4;",
 }
 SCHEMA_VERSION = max(_MIGRATIONS) + 1
 

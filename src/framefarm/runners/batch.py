@@ -654,7 +654,8 @@ class BatchRunner(Runner):
                 return RunResult(run_id=run_id, succeeded=False, cancelled=True)
             if status in ("SUCCEEDED", "FAILED"):
                 failures = tuple(JobOutcome(job=r.job, run_id=run_id, succeeded=False,
-                                            index=r.index, exit_code=1, error=r.error)
+                                            index=r.index, exit_code=r.exit_code or 1,
+                                            error=r.error)
                                  for r in latest if r.status == "FAILED")
                 return RunResult(run_id=run_id, succeeded=status == "SUCCEEDED",
                                  failures=failures)
