@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from framefarm.errors import UserError
 
 if TYPE_CHECKING:
-    from framefarm.sketch import Sketch
+    from framefarm._sketch_types import Sketch
 
 KINDS = {
     "sketch": ("framefarm.sketch:load_python", ".py"),
