@@ -17,6 +17,7 @@ from typing import TypeVar
 from framefarm import config, limits
 from framefarm._cli_checks import existing_joblog
 from framefarm.errors import TransientError, UserError
+from framefarm.kinds import KINDS
 from framefarm.runners import runner_front, runner_fronts
 
 T = TypeVar("T")
@@ -161,9 +162,10 @@ def build_parser(runner: str | None = None) -> argparse.ArgumentParser:
              "frames) so that short videos split into a segment per worker, which is faster; "
              "0, the default, keeps segments at x264's key-frame interval (e.g. 2: plasma on 2 "
              "cores 1.2x faster, +0.4%% bytes)")
-    add("--kind", choices=("sketch", "shader", "animation"),
-        help="the kind of creative code the sketch is (default: its file's suffix says: .py a "
-             "sketch, .frag/.glsl a shader)")
+    add("--kind", choices=tuple(KINDS),
+        help="the kind of creative code the sketch is (default: its file says: .py a sketch, "
+             "or an animation when it makes a matplotlib FuncAnimation and has no render(ctx); "
+             ".frag/.glsl a shader; .blend a Blender scene)")
     add("--asset", action="append", metavar="PATH",
         help="a file or folder beside the sketch that it reads (textures, data, modules it "
              "imports), laid out beside it in every job; repeat for more (a sketch's module-level "
