@@ -67,7 +67,14 @@ def wait_until(condition: Callable[[], bool], *, what: str, timeout: float = 60,
                process: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert process is None or process.poll() is None, f"the command ended before {what}"
+        if process is not None and process.poll() is not None:
+            log = _LOGS.get(process.pid)
+            printed = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+            server_log = log.parent / config.DATA_DIR_NAME / "temporal.log" if log else None
+            if server_log is not None and server_log.exists():  # its dev server's, if it began one
+                printed += "\n-- temporal.log:\n" + server_log.read_text(errors="replace")[-3000:]
+            raise AssertionError(f"the command ended (exit {process.returncode}) before {what}; "
+                                 f"it printed:\n{printed}")
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
 
@@ -81,10 +88,16 @@ def under_way(joblog: JobLog, run_id: str) -> Callable[[], bool]:
     return check
 
 
+_LOGS: dict[int, Path] = {}  # a started command's pid -> the file its stderr goes to
+
+
 def start_render(args: list[str], workdir: Path, **env: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([*framefarm_command(), *args], cwd=workdir,
-                            env={**clean_env(), **env}, stdout=subprocess.DEVNULL,
-                            stderr=(workdir / "render.log").open("wb"))
+    log = workdir / "render.log"
+    process = subprocess.Popen([*framefarm_command(), *args], cwd=workdir,
+                               env={**clean_env(), **env}, stdout=subprocess.DEVNULL,
+                               stderr=log.open("wb"))
+    _LOGS[process.pid] = log
+    return process
 
 
 def renders(joblog: JobLog, run_id: str) -> list[JobRecord]:
