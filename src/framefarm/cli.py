@@ -76,6 +76,17 @@ def run_id(text: str) -> str:
     return _checked(limits.check_run_id, text)
 
 
+def port(text: str) -> int:
+    """argparse type: a TCP port, 0 (any free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 to 65535")
+    return value
+
+
 def bar_width(text: str) -> int:
     """argparse type: a bar width in columns, 1 to 1,000."""
     value = positive_int(text)
@@ -252,6 +263,15 @@ def build_parser(runner: str | None = None) -> argparse.ArgumentParser:
                        help="where the run's spans are (default: file:// under ./framefarm-data)")
     trace.add_argument("--json", action="store_true", help="print the report as JSON")
     trace.add_argument("--width", type=bar_width, default=50, help="bar width in columns (default 50)")
+
+    ui = sub.add_parser("ui", help="serve a web view of the runs: watch them render, play their "
+                                   "videos, cancel and resume them (extra: ui)")
+    ui.add_argument("--storage", help="the runs' storage (default: file:// under ./framefarm-data)")
+    ui.add_argument("--joblog", help="the job log (default: sqlite:/// under ./framefarm-data)")
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="the address to listen on (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=port, default=8765, help="the port (default 8765; 0: any free one)")
+    ui.add_argument("--open", action="store_true", help="open the page in a web browser")
     return parser
 
 
@@ -324,6 +344,10 @@ def _main(argv: Sequence[str] | None) -> int:
             return _status(args)
         if args.command == "trace":
             return _trace(args)
+        if args.command == "ui":
+            from framefarm.ui import _cmd as ui_cmd
+
+            return ui_cmd.main(args)
         return _runs(args)
     except (UserError, TransientError) as exc:
         print(f"framefarm: {exc}", file=sys.stderr)
