@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import errno
-import importlib.util
+import importlib
 import ipaddress
 import secrets
 import socket
@@ -24,8 +24,10 @@ _LOOPBACK_NAMES = ("localhost",)
 def check_extra() -> None:
     """A MissingExtraError (one line, the pip command) without Starlette or uvicorn."""
     for module in ("starlette", "uvicorn"):
-        if importlib.util.find_spec(module) is None:
-            raise MissingExtraError("framefarm ui", "ui")
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise MissingExtraError("framefarm ui", "ui") from None
 
 
 def is_loopback(host: str) -> bool:

@@ -95,12 +95,21 @@ class Farm:
                 self._joblog = existing_joblog(self.settings.joblog_url)
             return self._joblog
 
-    def run(self, run_id: str) -> tuple[JobLog, RunRecord]:
-        """The job log and the run's record; 404 when the job log has not heard of it."""
+    def run(self, run_id: str) -> tuple[JobLog, RunRecord | None]:
+        """The job log and the run's record (None for a run known only by its jobs); 404
+        when the job log has not heard of the run."""
         joblog = self.joblog()
         run = joblog.get_run(run_id) if joblog is not None else None
-        if joblog is None or run is None:
+        if joblog is None or (run is None and not joblog.jobs(run_id)):
             raise HTTPException(404, f"run {run_id!r} is not in the job log {self.settings.joblog_url}")
+        return joblog, run
+
+    def recorded(self, run_id: str) -> tuple[JobLog, RunRecord]:
+        """The job log and the run's record, which an action needs; 404 without one."""
+        joblog, run = self.run(run_id)
+        if run is None:
+            raise HTTPException(404, f"run {run_id!r} has jobs in the job log but no record of "
+                                     "its own: nothing to cancel, resume or delete")
         return joblog, run
 
     def spans(self, run_id: str) -> list[dict[str, Any]]:
@@ -324,7 +333,7 @@ def create_app(settings: Settings) -> ASGIApp:
     def action(name: str) -> Callable[[Request], Any]:
         def act(request: Request) -> Response:
             run_id = _run_id(request)
-            joblog, run = farm.run(run_id)
+            joblog, run = farm.recorded(run_id)
             if name == "cancel":
                 outcome = _actions.cancel(joblog, run)
             elif name == "resume":
