@@ -214,13 +214,23 @@
   });
 
   async function refresh() {
-    try { render(await FF.get(`${api}?jobs=0`)); FF.banner(""); }
-    catch (e) { FF.banner(e.status === 404 ? `Run ${RUN} is not in this job log.` : `Cannot read run ${RUN}: ${e.message}`); }
+    try { render(await FF.get(`${api}?jobs=0`)); FF.banner(""); return true; }
+    catch (e) {
+      FF.banner(e.status === 404 ? `Run ${RUN} is not in this job log (yet): looking again every few seconds.` : `Cannot read run ${RUN}: ${e.message}`);
+      return false;
+    }
   }
 
-  refresh().then(() => {
+  // Live: the run's event stream; until the run exists (or after the stream fails for good),
+  // the page looks again every few seconds.
+  function listen() {
     const events = new EventSource(`${api}/events`);
     events.addEventListener("run", (e) => { render(JSON.parse(e.data)); FF.banner(""); });
     events.addEventListener("failure", (e) => FF.banner(`Cannot read run ${RUN}: ${JSON.parse(e.data).error}`));
-  });
+    events.onerror = () => { if (events.readyState === EventSource.CLOSED) setTimeout(start, 3000); };
+  }
+  async function start() {
+    if (await refresh()) listen(); else setTimeout(start, 2000);
+  }
+  start();
 })();
