@@ -176,7 +176,10 @@ def test_a_grid_above_its_cells_summarises_ranges_least_done_first() -> None:
     assert set(grid["cells"][2:7499]) == {"s"} and grid["retried"] == {"4": 3}
 
 
-def test_runs_with_odd_records_render(client: TestClient, joblog: JobLog) -> None:
+def test_runs_with_odd_records_render(client: TestClient, joblog: JobLog,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
     # failed in plan: no plan in its record
     joblog.put_run(RunRecord(run_id="noplan", created_at="2026-01-02T00:00:00.000Z", runner="local"))
     joblog.start_job(run_id="noplan", kind="plan", attempt=1, status="FAILED",
@@ -343,3 +346,68 @@ def test_help_names_the_command() -> None:
 
     text = build_parser().format_help()
     assert "ui}" in text
+
+
+def test_batch_job_ids_link_to_the_console_of_the_configured_region(
+        client: TestClient, joblog: JobLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    add_run(joblog, "onbatch", runner_ids={"plan": "p-1", "render": "r-2"})
+    links = client.get("/api/runs/onbatch?jobs=0").json()["links"]
+    assert [(link["label"], link["text"]) for link in links] == [("AWS Batch plan job", "p-1"),
+                                                                 ("AWS Batch render job", "r-2")]
+    assert links[1]["url"] == ("https://eu-west-1.console.aws.amazon.com/batch/home?"
+                               "region=eu-west-1#jobs/detail/r-2")
+
+
+def test_the_pages_scripts_and_styles_ship_in_the_package() -> None:
+    import re
+    import tomllib
+
+    from framefarm.ui.app import STATIC
+
+    root = Path(__file__).resolve().parents[2]
+    settings = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert settings["package-data"]["framefarm.ui"] == ["static/*"]
+    for page in ("runs.html", "run.html", "chunk.html"):
+        text = (STATIC / page).read_text()
+        used = re.findall(r'(?:src|href)="/static/([^"]+)"', text)
+        assert used and all((STATIC / name).is_file() for name in used), (page, used)
+        assert "http://" not in text and "https://" not in text  # nothing from the network
+
+
+def test_bound_beyond_this_machine_it_warns(workdir: Path) -> None:
+    import os
+    import select
+    import signal
+    import subprocess
+
+    from tests.conftest import framefarm_command
+
+    process = subprocess.Popen([*framefarm_command(), "ui", "--host", "0.0.0.0", "--port", "0"],
+                               cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    try:
+        said = b""
+        deadline = time.monotonic() + 30
+        assert process.stdout is not None
+        while b"token" not in said and time.monotonic() < deadline and process.poll() is None:
+            if select.select([process.stdout], [], [], 1)[0]:
+                said += os.read(process.stdout.fileno(), 4096)
+        assert b"http://0.0.0.0:" in said and b"token " in said, said
+        port = said.split(b"http://0.0.0.0:", 1)[1].split(b"/", 1)[0].decode()
+        import urllib.request
+
+        def answers() -> bool:  # once it serves, Ctrl-C is uvicorn's to handle
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs", timeout=5) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        while not answers():
+            assert time.monotonic() < deadline, "framefarm ui never answered"
+            time.sleep(0.1)
+    finally:
+        os.kill(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert b"warning: listening on 0.0.0.0, not only this machine" in err, err

@@ -6,6 +6,7 @@ of bounded size. No web code here: the app serves these dicts."""
 from __future__ import annotations
 
 import math
+import os
 import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -183,10 +184,10 @@ def _links(run: RunRecord | None, report: Mapping[str, Any]) -> list[dict[str, s
     if engine.get("execution"):
         links.append({"label": "Step Functions execution", "text": engine["execution"],
                       "url": engine.get("url", "")})
-    region = ""
     arn = str(run.runner_ids.get("execution", ""))
-    if arn.count(":") >= 4:
-        region = arn.split(":")[3]
+    # The console's region: the execution's own, else this machine's AWS configuration.
+    region = arn.split(":")[3] if arn.count(":") >= 4 else \
+        os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", "")
     for name, value in run.runner_ids.items():
         if name in ("execution", "slices", "terminated", "chunks") or not value:
             continue
