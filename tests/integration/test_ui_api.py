@@ -1,8 +1,9 @@
 """`framefarm ui`'s API over real local runs, rendered by the real `framefarm render`: the run
 as `framefarm status --json` prints it, the video in byte ranges (decoded), the preview against
 the sketch's own pixels, a chunk's segment and frames, the trace as `framefarm trace` reads it,
-storage without local files (memory://), cancel / resume / delete on a run that renders, and
-the event stream of a rendering run, left mid-stream by its client."""
+storage without local files (memory://), a run in S3 and DynamoDB (moto over HTTP), cancel /
+resume / delete on a run that renders, and the event stream of a rendering run, left mid-stream
+by its client."""
 
 from __future__ import annotations
 
@@ -321,3 +322,35 @@ def test_events_follow_a_rendering_run_and_survive_the_client_leaving(farm: Path
         server.should_exit = True
         thread.join(timeout=20)
     assert not thread.is_alive()
+
+
+def test_a_run_in_s3_and_dynamodb_is_served_from_there(
+        workdir: Path, bucket: str, joblog_table: str) -> None:
+    """Pointed at s3:// and dynamodb:// (boto3 over HTTP to the moto server), the view lists a
+    run the real `framefarm render` made there, serves its video in byte ranges from S3 and its
+    preview from the segment in S3, and its report is the one `framefarm status --json` prints."""
+    (workdir / "sketch.py").write_text(SKETCH.replace("\n    ", "\n"))
+    storage, joblog = f"s3://{bucket}/farm", f"dynamodb://{joblog_table}"
+    where = ("--storage", storage, "--joblog", joblog)
+    done = run_cli("render", "sketch.py", "-o", "cloud.mp4", "--frames", "20", "--per-job", "10",
+                   "--run-id", "cloud", *where, cwd=workdir)
+    assert done.returncode == 0, done.stderr
+    status = run_cli("status", "cloud", "--json", "--joblog", joblog, cwd=workdir)
+    assert status.returncode == 0, status.stderr
+    data = open_storage(storage).get_bytes("runs/cloud/output.mp4")
+    assert data == (workdir / "cloud.mp4").read_bytes()
+    with TestClient(create_app(settings(workdir, storage_url=storage, joblog_url=joblog))) as client:
+        listed = client.get("/api/runs").json()
+        assert [r["run_id"] for r in listed["runs"]] == ["cloud"]
+        assert listed["runs"][0]["status"] == "SUCCEEDED" and listed["runs"][0]["frames_done"] == 20
+        report = client.get("/api/runs/cloud").json()
+        theirs = json.loads(status.stdout)
+        assert {k: report[k] for k in theirs} == theirs
+        part = client.get(report["video_url"], headers={"Range": "bytes=1000-1999"})
+        assert part.status_code == 206 and part.content == data[1000:2000]
+        assert part.headers["content-range"] == f"bytes 1000-1999/{len(data)}"
+        picture = client.get(report["preview_url"])
+        assert picture.status_code == 200 and picture.headers["content-type"] == "image/jpeg"
+        image = np.asarray(Image.open(io.BytesIO(picture.content)).convert("RGB"))
+        first = report["preview_chunk"]["index"] * 10
+        assert image.shape == (H, W, 3) and psnr(image, expected(first)) > 25
