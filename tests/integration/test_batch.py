@@ -141,6 +141,30 @@ def test_render_wait_follows_the_run_and_downloads_the_video(
                          fps="30", total_frames=20)
     for i in (0, 7, 19):
         assert psnr(frames[i], source.frame(i)[..., :3]) >= 35
+    check_ui_shows_batch_run(stack, run.run_id, out.read_bytes())
+
+
+def check_ui_shows_batch_run(stack: dict[str, str], run_id: str, video: bytes) -> None:
+    """`framefarm ui` over the stack's S3 and DynamoDB shows the run with the Batch job ids its
+    runner recorded, each linked to the console, and serves its video from S3 in byte ranges."""
+    from starlette.testclient import TestClient
+
+    from framefarm.ui.app import Settings, create_app
+
+    recorded = open_joblog(stack["JobLogUrl"]).get_run(run_id)
+    assert recorded is not None and {"plan", "render", "encode"} <= set(recorded.runner_ids)
+    settings = Settings(storage_url=stack["StorageUrl"], joblog_url=stack["JobLogUrl"],
+                        token="t", hosts=frozenset({"testserver"}))
+    with TestClient(create_app(settings)) as client:
+        report = client.get(f"/api/runs/{run_id}?jobs=0").json()
+        assert (report["status"], report["runner"]) == ("SUCCEEDED", "batch")
+        shown = {link["text"]: link for link in report["links"]}
+        for name, job_id in recorded.runner_ids.items():
+            if name in ("plan", "render", "encode"):
+                assert shown[job_id]["label"] == f"AWS Batch {name} job"
+                assert shown[job_id]["url"].endswith(f"#jobs/detail/{job_id}")
+        part = client.get(report["video_url"], headers={"Range": "bytes=0-4095"})
+        assert part.status_code == 206 and part.content == video[:4096]
 
 
 def test_plan_here_submits_render_and_encode(stack: dict[str, str], player: BatchPlayer,
