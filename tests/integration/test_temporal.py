@@ -241,6 +241,20 @@ def test_render_runs_its_own_dev_server_and_worker(workdir: Path) -> None:
     assert [(j.job, j.attempt, j.status) for j in jobs] == (
         [("plan", 1, "SUCCEEDED")] + [(f"render:{i}", 1, "SUCCEEDED") for i in range(4)]
         + [("encode", 1, "SUCCEEDED")])
+    # framefarm ui names the run's workflow and the dev server it ran on (which ended with the
+    # command, so no page is linked).
+    from starlette.testclient import TestClient
+
+    from framefarm.ui.app import Settings, create_app
+
+    settings = Settings(storage_url=config.default_storage_url(workdir),
+                        joblog_url=config.default_joblog_url(workdir), token="t",
+                        hosts=frozenset({"testserver"}))
+    with TestClient(create_app(settings)) as client:
+        links = client.get("/api/runs/own?jobs=0").json()["links"]
+    data_dir = workdir / config.DATA_DIR_NAME
+    assert links == [{"label": "Temporal workflow", "url": "", "text": "own in namespace default "
+                      f"at the render command's own dev server ({data_dir})"}]
 
     # The server and the worker ended with the run; the history stayed in framefarm-data.
     ui_port = int(shown[0].split("http://127.0.0.1:")[1].split("/")[0])

@@ -197,9 +197,13 @@ def _links(run: RunRecord | None, report: Mapping[str, Any]) -> list[dict[str, s
     if run.runner == "temporal":
         ui, namespace = run.settings.get("ui", ""), run.settings.get("namespace") or "default"
         url = (f"{ui.rstrip('/')}/namespaces/{namespace}/workflows/{run.run_id}" if ui else "")
-        links.append({"label": "Temporal workflow", "text": f"{run.run_id} in namespace "
-                      f"{namespace} at {run.settings.get('address') or 'the default server'}",
-                      "url": url})
+        # A render command's own dev server (no address recorded) lives on a port of its own,
+        # only as long as that command: the command printed its page.
+        server = run.settings.get("address") or (
+            f"the render command's own dev server ({run.settings['data_dir']})"
+            if run.settings.get("data_dir") else "the default server")
+        links.append({"label": "Temporal workflow",
+                      "text": f"{run.run_id} in namespace {namespace} at {server}", "url": url})
     return links
 
 
