@@ -224,7 +224,7 @@ def _density(jobs: Sequence[Row], wall: float, width: int) -> str:
     return "".join(" ░▒▓█"[math.ceil(c / peak * 4)] for c in counts)
 
 
-def _shown(jobs: Sequence[Row], max_jobs: int) -> tuple[list[Row], list[Row]]:
+def fold_renders(jobs: Sequence[Row], max_jobs: int) -> tuple[list[Row], list[Row]]:
     """(jobs drawn one by one, render attempts folded into one density bar)."""
     renders = [j for j in jobs if j["kind"] == "render"]
     if len(renders) <= max_jobs:
@@ -258,7 +258,7 @@ def render_text(report: Mapping[str, Any], *, width: int = 50, max_jobs: int = 4
              f"{frames} frames, {report['spans']} spans"]
     if not jobs:
         return "\n".join([*lines, "no plan, render or encode spans in this trace"]) + "\n"
-    shown, folded = _shown(jobs, max_jobs)
+    shown, folded = fold_renders(jobs, max_jobs)
     label_width = max(len(j["job"]) for j in shown) + 1
     if folded:
         label_width = max(label_width, len(f"+{len(folded)} renders") + 1)

@@ -411,3 +411,17 @@ def test_bound_beyond_this_machine_it_warns(workdir: Path) -> None:
         _, err = process.communicate(timeout=20)
     assert process.returncode == 0
     assert b"warning: listening on 0.0.0.0, not only this machine" in err, err
+
+
+def test_a_big_runs_waterfall_is_folded_as_framefarm_trace_folds_it() -> None:
+    """301 render attempts: the failed one, its retry and the slowest are drawn one by one, the
+    rest counted in the density bar; nothing is lost between the two."""
+    from framefarm.ui._views import trace_view
+    from tests.unit.test_trace_report import many_chunks
+
+    view = trace_view(many_chunks(), "")
+    drawn = [j for j in view["jobs"] if j["kind"] == "render"]
+    assert view["render_attempts"] == 301 and 0 < len(drawn) <= 12
+    assert {(j["chunk"], j["attempt"]) for j in drawn} >= {(7, 1), (7, 2), (123, 1)}
+    assert view["folded"] is not None and view["folded"]["count"] == 301 - len(drawn)
+    assert max(view["folded"]["bins"]) > 0

@@ -19,7 +19,7 @@ from framefarm.model import TERMINAL_STATUSES, JobRecord, RunRecord
 from framefarm.report import load_report, overall_status
 from framefarm.steps._keys import output_key, segment_key
 from framefarm.storage import Storage
-from framefarm.trace_report import build_report
+from framefarm.trace_report import build_report, fold_renders
 
 STATE_LETTERS = {"SUBMITTED": "q", "PENDING": "q", "RUNNABLE": "q", "STARTING": "r",
                  "RUNNING": "r", "SUCCEEDED": "s", "FAILED": "f", "CANCELLED": "c"}
@@ -32,9 +32,8 @@ _LEAST_DONE = "frcq.s"
 """A cell that stands for several chunks shows the least done of them, a failure first."""
 FAILED_SHOWN = 20
 """Failed attempts shown on a run's page with their errors (the last ones; all are counted)."""
-SHOWN_RENDERS = 12
-"""Render attempts drawn one by one in the waterfall when a run has more than FOLD_ABOVE."""
 FOLD_ABOVE = 40
+"""Above this many render attempts the waterfall folds them as `framefarm trace` does."""
 DENSITY_BINS = 100
 SLOWEST_FRAMES = 20
 RETRIED_SHOWN = 2_000
@@ -348,23 +347,12 @@ def slowest_frames(spans: Sequence[Mapping[str, Any]], index: int,
 # -- the trace ----------------------------------------------------------------------------------
 
 def trace_view(spans: Sequence[Mapping[str, Any]], run_id: str) -> dict[str, Any]:
-    """`framefarm trace`'s report for a waterfall: above FOLD_ABOVE render attempts, the
-    failed, retried and slowest SHOWN_RENDERS drawn one by one, the rest as one density bar."""
+    """`framefarm trace`'s report for a waterfall: above FOLD_ABOVE render attempts, the ones
+    `framefarm trace` draws (failed, retried, slowest) one by one, the rest as one density bar."""
     report = build_report(spans, run_id=run_id)
-    jobs = report["jobs"]
-    renders = [j for j in jobs if j["kind"] == "render"]
-    folded: dict[str, Any] | None = None
-    if len(renders) > FOLD_ABOVE:
-        retried = set(report["retried_chunks"])
-        keep = [j for j in renders if j["status"] == "ERROR" or j["chunk"] in retried][:SHOWN_RENDERS // 2]
-        ids = {id(j) for j in keep}
-        for job in sorted(renders, key=lambda j: -j["duration"]):
-            if len(ids) >= SHOWN_RENDERS:
-                break
-            ids.add(id(job))
-        rest = [j for j in renders if id(j) not in ids]
-        jobs = [j for j in jobs if j["kind"] != "render" or id(j) in ids]
-        folded = _density(rest, report["wall_seconds"])
+    renders = [j for j in report["jobs"] if j["kind"] == "render"]
+    jobs, rest = fold_renders(report["jobs"], FOLD_ABOVE)
+    folded = _density(rest, report["wall_seconds"]) if rest else None
     return {**{k: v for k, v in report.items() if k not in ("jobs", "retried_chunks")},
             "retried_chunks": report["retried_chunks"][:100],
             "retried_total": len(report["retried_chunks"]), "jobs": jobs, "folded": folded,
