@@ -16,7 +16,7 @@ from typing import Any
 from framefarm.joblog import JobLog
 from framefarm.lifecycle import with_lost
 from framefarm.model import TERMINAL_STATUSES, JobRecord, RunRecord
-from framefarm.report import load_report, overall_status
+from framefarm.report import frames_done, load_report, overall_status
 from framefarm.steps._keys import output_key, segment_key
 from framefarm.storage import Storage
 from framefarm.trace_report import build_report, fold_renders
@@ -110,7 +110,7 @@ def run_row(joblog: JobLog, storage: Storage, run: RunRecord) -> dict[str, Any]:
             "created_at": run.created_at, "started_at": started, "wall_seconds": wall,
             "sketch": run.plan.get("sketch", ""), "sketch_name": sketch_name(run.plan),
             "total_frames": run.plan.get("total_frames"),
-            "frames_done": sum(j["frames"] for j in renders), "chunks": chunks,
+            "frames_done": frames_done(latest), "chunks": chunks,
             "chunk_states": chunk_counts(renders, chunks), "output": run.output,
             "output_bytes": output_bytes(storage, run.run_id) if status == "SUCCEEDED" else None}
 
